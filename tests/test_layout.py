@@ -1,0 +1,49 @@
+"The project's shape: import direction between modules, notebook hygiene, and matching environment files."
+import ast, json, re
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ORDER = ["config", "data", "models", "train", "multitask", "activations", "metrics", "featvis", "explorer", "runs", "report"]
+
+def _imports(path):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("artstudy."):
+            yield node.module.split(".")[1]
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("artstudy."): yield a.name.split(".")[1]
+
+@pytest.mark.parametrize("mod", [m for m in ORDER if (ROOT/"artstudy"/f"{m}.py").exists()])
+def test_imports_go_one_way(mod):
+    "A module imports only modules that come before it in reading order."
+    bad = [m for m in _imports(ROOT/"artstudy"/f"{mod}.py") if m in ORDER and ORDER.index(m) >= ORDER.index(mod)]
+    assert not bad, f"artstudy.{mod} imports later modules {bad}: move the shared code down (see STYLE.md §2)"
+
+def test_analysis_modules_do_not_need_fastai():
+    for mod in ("config", "models", "activations", "metrics", "featvis"):
+        p = ROOT/"artstudy"/f"{mod}.py"
+        if p.exists(): assert "fastai" not in p.read_text(), f"artstudy.{mod} must not import fastai"
+
+def test_notebooks_have_no_outputs_and_default_exp_first():
+    for nb in sorted((ROOT/"nbs").glob("[0-9]*.ipynb")):
+        cells = json.loads(nb.read_text())["cells"]
+        assert cells[0]["source"][0].startswith("#| default_exp"), f"{nb.name}: first cell must be #| default_exp"
+        assert not any(c.get("outputs") for c in cells), f"{nb.name} has outputs: run nbdev-clean"
+
+def test_experiment_notebooks_have_one_parameters_cell_and_no_defs():
+    for nb in sorted((ROOT/"nbs"/"experiments").glob("*.ipynb")):
+        cells = json.loads(nb.read_text())["cells"]
+        tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+        assert len(tagged) == 1, f"{nb.name}: needs exactly one cell tagged 'parameters', found {len(tagged)}"
+        code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        assert not re.search(r"^\s*(def|class)\s", code, re.M), f"{nb.name}: library code belongs in a library notebook"
+
+def test_environment_yml_installs_pyproject():
+    env = (ROOT/"environment.yml").read_text()
+    assert "-e .[dev]" in env, "environment.yml must install the package from pyproject.toml"
+
+def test_no_machine_specific_paths_committed():
+    for p in list(ROOT.glob("*.md")) + list(ROOT.glob("configs/*.yaml")) + [ROOT/"settings.ini"]:
+        if p.exists(): assert "/work/" not in p.read_text() and "/root/" not in p.read_text(), p
