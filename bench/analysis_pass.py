@@ -1,0 +1,125 @@
+"""Benchmark of the analysis pass (artstudy.metrics): time and memory of the all-layer metrics pass for a model pair.
+
+Prints JSON with
+- `ratio_vs_plain_pair`: metrics pass (two models fed the same batches, hooks on every analysis layer, CKA sums, top-k
+  merges for both models, then the tables) / a plain eval pass of the same two models over the same images.
+  Target <= 1.5.
+- `ratio_vs_plain_single`: the same pass / a plain eval pass of ONE model (what the pair costs against one inference).
+- `maxrss_mb`: peak resident memory (resource.getrusage maxrss, each run in its own subprocess) of the plain and the
+  metrics pass at N and 4N images, read from JPEGs on the fly. Target: flat in the number of images.
+Timings use images decoded once into memory, so the ratio measures compute, not JPEG decoding; each timing is the
+best of `--repeats`. Lite0, CPU, 128 px, batch 32. Usage: python bench/analysis_pass.py [--n 64] [--size 128]
+"""
+import argparse, json, os, resource, subprocess, sys, time
+from pathlib import Path
+import numpy as np, torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+FALLBACK_LAYERS = [f"blocks.{i}" for i in range(7)] + ["conv_head"]
+
+def _models():
+    "Two Lite0s: ImageNet weights vs a random init if the registry is built, else two random inits (timm)."
+    try:
+        from artstudy.models import create_backbone, analysis_layers
+        a = create_backbone("efficientnet_lite0", pretrained=False, num_classes=7)
+        try: b = create_backbone("efficientnet_lite0", pretrained=True, num_classes=7)
+        except Exception: b = create_backbone("efficientnet_lite0", pretrained=False, num_classes=7)
+        return a.eval(), b.eval(), analysis_layers(b), "artstudy.models"
+    except Exception:  # registry not built yet (or broken mid-edit): plain timm
+        import timm
+        torch.manual_seed(0); a = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=7)
+        torch.manual_seed(1); b = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=7)
+        return a.eval(), b.eval(), FALLBACK_LAYERS, "timm (random init)"
+
+class _Images(torch.utils.data.Dataset):
+    "Fallback eval dataset: resize shorter side, centre crop, normalise with 0.5/0.5."
+    def __init__(self, files, labels, size): self.files, self.labels, self.size = files, labels, size
+    def __len__(self): return len(self.files)
+    def __getitem__(self, i):
+        from PIL import Image, ImageOps
+        with Image.open(self.files[i]) as im: im = ImageOps.fit(im.convert("RGB"), (self.size, self.size))
+        x = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float().div_(255).sub_(0.5).div_(0.5)
+        return x, self.labels[i]
+
+def _loader(n, size, bs):
+    "The first-hit data root's wikiart7 valid split, n images spread over classes, decoded on the fly."
+    try:
+        from artstudy.data import load_dataset, eval_loader
+        from artstudy.metrics import _subset
+        ds = _subset(load_dataset("wikiart7"), "valid", n)
+        return eval_loader(ds, split=None, size=size, bs=bs, stats=((0.5,) * 3, (0.5,) * 3))
+    except Exception:  # artstudy.data not built yet: a minimal PIL loader
+        import pandas as pd
+        from artstudy.config import dataset_path
+        root = dataset_path("wikiart7"); df = pd.read_csv(root / "labels.csv")
+        df = df[df.split == "valid"].reset_index(drop=True)
+        df = df.iloc[np.sort(np.random.default_rng(0).choice(len(df), n, replace=False))]
+        classes = sorted(df["style"].unique())
+        ds = _Images([root / p for p in df.path], [classes.index(s) for s in df["style"]], size)
+        return torch.utils.data.DataLoader(ds, batch_size=bs, num_workers=0)
+
+def _plain(models, loader):
+    with torch.inference_mode():
+        for x, y in loader:
+            for m in models: m(x)
+
+def _metrics(a, b, loader, layers, k):
+    from artstudy.metrics import analysis_pass, _tables
+    res = analysis_pass(a, b, loader, layers, k=k, progress=False)
+    return _tables(a, b, res, layers, k, 7)
+
+def worker(mode, n, size, bs, k, repeats):
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", 2)))
+    a, b, layers, source = _models()
+    loader = _loader(n, size, bs)
+    if mode == "time":   # decode once, then time compute only
+        batches = [(x, y) for x, y in loader]
+        t = {"plain_single": [], "plain_pair": [], "metrics": []}
+        _plain([a], batches[:1])  # warm-up
+        for _ in range(repeats):
+            s = time.perf_counter(); _plain([a], batches); t["plain_single"].append(time.perf_counter() - s)
+            s = time.perf_counter(); _plain([a, b], batches); t["plain_pair"].append(time.perf_counter() - s)
+            s = time.perf_counter(); _metrics(a, b, batches, layers, k); t["metrics"].append(time.perf_counter() - s)
+        out = {key: min(v) for key, v in t.items()}
+        out.update(layers=layers, models=source)
+    else:
+        s = time.perf_counter()
+        if mode == "plain": _plain([a, b], loader)
+        else: _metrics(a, b, loader, layers, k)
+        out = {"seconds": time.perf_counter() - s}
+    out["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(out))
+
+def _run(*args):
+    env = dict(os.environ, MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_="68719476736")
+    r = subprocess.run([sys.executable, __file__, "--worker", *map(str, args)], capture_output=True, text=True, env=env)
+    if r.returncode: raise RuntimeError(r.stderr[-3000:])
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=64); p.add_argument("--size", type=int, default=128)
+    p.add_argument("--bs", type=int, default=32); p.add_argument("--k", type=int, default=100)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--worker", nargs=6, metavar=("MODE", "N", "SIZE", "BS", "K", "REPEATS"))
+    o = p.parse_args()
+    if o.worker:
+        m, *rest = o.worker; return worker(m, *map(int, rest))
+    t0 = time.time()
+    tm = _run("time", o.n, o.size, o.bs, o.k, o.repeats)
+    mem = {f"{mode}_{n}": _run(mode, n, o.size, o.bs, o.k, 1) for n in (o.n, 4 * o.n) for mode in ("plain", "metrics")}
+    print(json.dumps(dict(
+        backbone="efficientnet_lite0 (timm tf_efficientnet_lite0)", models=tm["models"], device="cpu", threads=int(os.environ.get("BENCH_THREADS", 2)),
+        size=o.size, bs=o.bs, k=o.k, n_images=o.n, layers=tm["layers"],
+        seconds=dict(plain_single=round(tm["plain_single"], 3), plain_pair=round(tm["plain_pair"], 3),
+                     metrics_pass=round(tm["metrics"], 3)),
+        ratio_vs_plain_pair=round(tm["metrics"] / tm["plain_pair"], 3),
+        ratio_vs_plain_single=round(tm["metrics"] / tm["plain_single"], 3),
+        maxrss_mb={k: round(v["maxrss_mb"], 1) for k, v in mem.items()},
+        metrics_rss_growth_4n_mb=round(mem[f"metrics_{4*o.n}"]["maxrss_mb"] - mem[f"metrics_{o.n}"]["maxrss_mb"], 1),
+        plain_rss_growth_4n_mb=round(mem[f"plain_{4*o.n}"]["maxrss_mb"] - mem[f"plain_{o.n}"]["maxrss_mb"], 1),
+        target=dict(ratio_vs_plain_pair="<= 1.5", memory="flat in n"),
+        wall_s=round(time.time() - t0, 1)), indent=1))
+
+if __name__ == "__main__": main()
