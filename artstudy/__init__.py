@@ -8,6 +8,7 @@ Modules:
 - `artstudy.featvis`: Lucid-style feature visualisation on torchvision's `transforms.v2`: optimise an image, in a decorrelated Fourier space, so that a chosen filter fires; render many filters in one batch, cache the renders on disk.
 - `artstudy.metrics`: What fine-tuning changes: in the weights, in the features (CKA), in the maximal-activation images, and how far apart two datasets are.
 - `artstudy.models`: The backbone registry: ImageNet weights offline, layer names for the analysis, parameter groups, re-initialisation and checkpoints.
+- `artstudy.report`: The study's findings, each with its numbers and a verdict, read from the results table and the analysis caches.
 - `artstudy.runs`: The run folder, the sweep runner and the results table: a YAML grid becomes run folders, executed notebooks and one tidy table.
 - `artstudy.train`: Every transfer mode of the papers as a fastai `Learner` with real parameter groups, and one call that trains a run."""
 
