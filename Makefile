@@ -8,7 +8,7 @@ export MALLOC_MMAP_MAX_ ?= 0
 export MALLOC_TRIM_THRESHOLD_ ?= 68719476736
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install check test test-fast test-slow test-browser study study-smoke explore bench docs clean-runs
+.PHONY: install check readme test test-fast test-slow test-browser study study-smoke explore bench docs clean-runs
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -21,11 +21,15 @@ install: $(VENV)/.installed
 
 # Notebooks are the source: exporting and cleaning them must change nothing.
 check: install
-	@state() { { git diff -- artstudy nbs; git ls-files -o --exclude-standard -- artstudy nbs; } | md5sum; }; \
-	before=$$(state); $(BIN)/nbdev-export && $(BIN)/nbdev-clean || exit 1; after=$$(state); \
+	@state() { { git diff -- artstudy nbs README.md; git ls-files -o --exclude-standard -- artstudy nbs; } | md5sum; }; \
+	before=$$(state); $(BIN)/nbdev-export && $(BIN)/nbdev-clean && $(MAKE) -s readme || exit 1; after=$$(state); \
 	if [ "$$before" != "$$after" ]; then \
-	  echo "ERROR: nbdev-export/nbdev-clean changed files: notebooks and artstudy/ are out of sync, or notebooks are not clean."; \
+	  echo "ERROR: nbdev-export/nbdev-clean/readme changed files: notebooks, artstudy/ and README.md are out of sync, or notebooks are not clean."; \
 	  git status --short -- artstudy nbs; exit 1; fi; echo "notebooks and modules in sync and clean"
+
+# README.md is generated from nbs/index.ipynb (nbdev-readme needs Quarto, which cannot be installed offline).
+readme:
+	@$(BIN)/jupyter nbconvert --to markdown --log-level WARN nbs/index.ipynb --stdout > README.md.tmp && mv README.md.tmp README.md
 
 test: check
 	$(BIN)/nbdev-test --n-workers 2
