@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 # CPU fast path (issue 9): glibc allocator settings that remove thousands of page faults per image.
 export MALLOC_MMAP_MAX_ ?= 0
 export MALLOC_TRIM_THRESHOLD_ ?= 68719476736
+# OpenMP threads sleep instead of spinning at barriers: on a shared CPU (other jobs, DataLoader workers) spinning
+# threads steal the cores the working threads need; measured 10-30x faster training under load (bench/cpu_fast_path.py).
+export OMP_WAIT_POLICY ?= PASSIVE
 export PYTHONUNBUFFERED := 1
 
 .PHONY: install check readme test test-fast test-slow test-browser study study-smoke explore bench docs clean-runs
@@ -31,9 +34,10 @@ check: install
 readme:
 	@$(BIN)/jupyter nbconvert --to markdown --log-level WARN nbs/index.ipynb --stdout > README.md.tmp && mv README.md.tmp README.md
 
+# Two workers on two cores: one torch thread each (two threads per worker oversubscribe the cores and run far slower).
 test: check
-	$(BIN)/nbdev-test --n-workers 2
-	$(BIN)/pytest -q -n 2 --durations=15
+	OMP_NUM_THREADS=1 $(BIN)/nbdev-test --n-workers 2
+	OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 2 --durations=15
 
 test-slow: install
 	$(BIN)/nbdev-test --n-workers 2 --flags slow
@@ -47,11 +51,28 @@ study-smoke: install
 	$(PY) -m artstudy run configs/smoke.yaml
 	$(PY) -m artstudy report smoke
 
+# Benchmarks print ratios as JSON and write bench/out/<name>.json (files starting with _ are helpers, not benchmarks).
+# `make bench` passes --quick (fewer repeats/images: ~10 min even at load average 7 on 2 cores);
+# `make bench BENCH_FLAGS=` runs every benchmark at its full defaults.
+BENCH_FLAGS ?= --quick
 bench: install
-	@mkdir -p bench/out; for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@mkdir -p bench/out; t0=$$(date +%s); for b in bench/[!_]*.py; do echo "== $$b"; $(PY) $$b $(BENCH_FLAGS) || exit 1; done; \
+	echo "make bench: $$(( $$(date +%s) - t0 )) s, load average $$(cut -d' ' -f1-3 /proc/loadavg)"
 
 docs: install
 	$(BIN)/jupyter nbconvert --to html --output-dir _docs nbs/*.ipynb
 
 clean-runs:
 	rm -rf runs/smoke
+
+# Filter explorer (issue 6): nbs/explore.ipynb as a Voilà app, on 127.0.0.1 only. EXPLORE_PORT=8866 by default.
+EXPLORE_PORT ?= 8866
+explore: install
+	@test -x $(BIN)/voila || $(PY) -m pip install -q -e ".[explorer]"
+	$(BIN)/voila nbs/explore.ipynb --no-browser --port=$(EXPLORE_PORT) --Voila.ip=127.0.0.1 --Voila.port_retries=0
+
+# Browser test of the explorer: headless Debian Chromium via Playwright (never `playwright install`); skips without them.
+test-browser: install
+	@test -x $(BIN)/voila || $(PY) -m pip install -q -e ".[explorer]"
+	@test -x /usr/bin/chromium || echo "no /usr/bin/chromium: the browser test will skip (Debian: apt-get install -y chromium)"
+	$(BIN)/pytest -q -rs tests/test_browser.py

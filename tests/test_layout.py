@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["config", "data", "models", "train", "multitask", "activations", "metrics", "featvis", "explorer", "runs", "report"]
+ORDER = ["config", "data", "models", "train", "multitask", "activations", "metrics", "featvis", "saliency", "explorer", "runs", "report"]
 
 def _imports(path):
     tree = ast.parse(path.read_text())
