@@ -102,14 +102,16 @@ def main():
     p.add_argument("--n", type=int, default=64); p.add_argument("--size", type=int, default=128)
     p.add_argument("--bs", type=int, default=32); p.add_argument("--k", type=int, default=100)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help="n=32, one repeat (what `make bench BENCH_FLAGS=--quick` runs)")
     p.add_argument("--worker", nargs=6, metavar=("MODE", "N", "SIZE", "BS", "K", "REPEATS"))
     o = p.parse_args()
     if o.worker:
         m, *rest = o.worker; return worker(m, *map(int, rest))
+    if o.quick: o.n, o.repeats = 32, 1
     t0 = time.time()
     tm = _run("time", o.n, o.size, o.bs, o.k, o.repeats)
     mem = {f"{mode}_{n}": _run(mode, n, o.size, o.bs, o.k, 1) for n in (o.n, 4 * o.n) for mode in ("plain", "metrics")}
-    print(json.dumps(dict(
+    text = json.dumps(dict(
         backbone="efficientnet_lite0 (timm tf_efficientnet_lite0)", models=tm["models"], device="cpu", threads=int(os.environ.get("BENCH_THREADS", 2)),
         size=o.size, bs=o.bs, k=o.k, n_images=o.n, layers=tm["layers"],
         seconds=dict(plain_single=round(tm["plain_single"], 3), plain_pair=round(tm["plain_pair"], 3),
@@ -120,6 +122,8 @@ def main():
         metrics_rss_growth_4n_mb=round(mem[f"metrics_{4*o.n}"]["maxrss_mb"] - mem[f"metrics_{o.n}"]["maxrss_mb"], 1),
         plain_rss_growth_4n_mb=round(mem[f"plain_{4*o.n}"]["maxrss_mb"] - mem[f"plain_{o.n}"]["maxrss_mb"], 1),
         target=dict(ratio_vs_plain_pair="<= 1.5", memory="flat in n"),
-        wall_s=round(time.time() - t0, 1)), indent=1))
+        wall_s=round(time.time() - t0, 1), load_avg=[round(v, 2) for v in os.getloadavg()]), indent=1)
+    print(text)
+    out = ROOT/"bench"/"out"; out.mkdir(parents=True, exist_ok=True); (out/"analysis_pass.json").write_text(text + "\n")
 
 if __name__ == "__main__": main()

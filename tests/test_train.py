@@ -126,3 +126,46 @@ def test_evaluate_on_a_class_folder_dataset_and_cli(tmp_path):
                           "--data", str(folder), "--out", str(tmp_path/"cli")], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert json.loads((tmp_path/"cli"/"metrics.json").read_text())["top1"] == saved["top1"]
+
+def test_bf16_autocast_and_channels_last_run_on_cpu(tmp_path):
+    "The opt-in CPU fast path (channels-last + bf16 autocast) trains a complete run and records what it used."
+    m = train_run(TINY, run_dir=tmp_path, mode="mode_a", channels_last=True, mixed_precision="bf16")
+    params = json.loads((tmp_path/"params.json").read_text())
+    assert params["fast_path"]["autocast"] == "bfloat16" and params["fast_path"]["channels_last"] is True
+    assert 0 <= m["top1"] <= 1 and np.isfinite(m["best_valid_loss"])
+    sd = _sd(tmp_path/"model.pth")
+    assert all(v.dtype in (torch.float32, torch.int64) for v in sd.values())   # weights saved in fp32
+    assert sd["conv_stem.weight"].is_contiguous()                               # saved in the default memory format
+    ds = subset(load_dataset("wikiart7"), n_per_class={"train": 4, "valid": 2}, seed=0)
+    learn = build_learner(make_dls(ds, size=32, bs=8, stats=((.5,)*3, (.5,)*3), num_workers=0, device="cpu"),
+                          "efficientnet_lite0", "mode_a", channels_last=True, mixed_precision="bf16")
+    seen = []
+    h = learn.model.blocks[1].register_forward_hook(lambda mod, i, o: seen.append(
+        (learn.training, i[0].is_contiguous(memory_format=torch.channels_last), o.dtype)))
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, lr=1e-3)
+    h.remove()
+    assert {(True, True, torch.bfloat16), (False, True, torch.bfloat16)} == set(seen)   # train and valid batches
+    fp32 = build_learner(learn.dls, "efficientnet_lite0", "mode_a", channels_last=False, mixed_precision=None)
+    assert not any(type(c).__name__ == "Autocast" for c in fp32.cbs)                  # CPU default: fp32
+
+def test_off_the_shelf_features_are_stored_once_and_reused(tmp_path, monkeypatch):
+    "Runs that share a body reuse its features from cache_dir()/features; a new subset computes only new images."
+    monkeypatch.setenv("ARTSTUDY_CACHE_DIR", str(tmp_path/"cache"))
+    a = train_run(TINY, run_dir=tmp_path/"a", mode="off_the_shelf", eval_splits=["valid", "test"])
+    stores = list((tmp_path/"cache"/"features").glob("*.pt"))
+    assert len(stores) == 1
+    n0, t0 = len(torch.load(stores[0], weights_only=True)["sha"]), stores[0].stat().st_mtime_ns
+    assert n0 == 28 + 14 + 14                      # train, valid and test images, once each
+    b = train_run(TINY, run_dir=tmp_path/"b", mode="off_the_shelf", lr_head=3e-2, eval_splits=["valid", "test"])
+    assert stores[0].stat().st_mtime_ns == t0      # nothing recomputed, nothing rewritten
+    assert a["top1"] >= 0 and b["run_id"] == a["run_id"]
+    train_run(TINY, run_dir=tmp_path/"c", mode="off_the_shelf", seed=1, eval_splits=["valid"])
+    n1 = len(torch.load(stores[0], weights_only=True)["sha"])
+    assert n0 < n1 < n0 + 28 + 14                  # only the images of the new subset that the store lacked
+    # the reports from cached features are those of the saved full model (independent loop over the images)
+    from artstudy.data import eval_loader
+    ds = subset(load_dataset("wikiart7"), n_per_class={"train": 4, "valid": 2, "test": 2}, seed=0)
+    model = load_checkpoint(tmp_path/"a"/"model.pth").eval()
+    with torch.no_grad():
+        hits = [(model(x).argmax(1) == y).float() for x, y in eval_loader(ds, split="valid", size=48, bs=8, stats=((.5,)*3, (.5,)*3))]
+    assert a["valid_top1"] == pytest.approx(torch.cat(hits).mean().item())
