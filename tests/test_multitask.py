@@ -137,7 +137,7 @@ def test_tiny_real_run_writes_a_complete_run_folder(tiny_run):
     assert params["versions"]["torch"] and "labels.csv" in params["data"]["checksums"] and params["tasks"] == TASKS
     assert saved == json.loads(json.dumps(m, default=str))
     meta = load_checkpoint(d/"model.pth").checkpoint_meta
-    assert meta["tasks"] == {"style": 10, "genre": 10, "artist": 52} and list(meta["tasks_classes"]) == TASKS
+    assert meta["heads"] == {"style": 10, "genre": 10, "artist": 52} and list(meta["tasks_classes"]) == TASKS
 
 def test_predict_path_pil_and_tensor_agree(tiny_run):
     d, _ = tiny_run
