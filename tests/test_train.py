@@ -49,10 +49,18 @@ def test_off_the_shelf_never_changes_the_body(tmp_path):
     assert not torch.equal(a["classifier.weight"], b["classifier.weight"])
 
 def test_off_the_shelf_cached_equals_frozen_body(tmp_path):
-    "Training the head on cached features gives the same kind of model as a frozen body: both leave the body as is."
+    "The frozen-body path leaves the body as is too, and the cached features are exactly the eval-mode body's output."
     train_run(TINY, run_dir=tmp_path/"nc", mode="off_the_shelf", cached=False)
     a, b = _sd(tmp_path/"nc"/"init.pth"), _sd(tmp_path/"nc"/"model.pth")
     assert all(torch.equal(a[k], b[k]) for k in a if not k.startswith("classifier."))
+    from artstudy.data import eval_loader
+    from artstudy.train import cached_features
+    model = load_checkpoint(tmp_path/"nc"/"model.pth").eval()
+    ds = subset(load_dataset("wikiart7"), n_per_class={"train": 0, "valid": 2, "test": 0}, seed=0)
+    dl = eval_loader(ds, split="valid", size=48, bs=7, stats=((.5,)*3, (.5,)*3))
+    feats, ys = cached_features(model, dl, "cpu", channels_last=False)
+    with torch.no_grad(): ref = torch.cat([model.forward_head(model.forward_features(x), pre_logits=True) for x, _ in dl])
+    assert feats.shape == ref.shape == (14, 1280) and torch.allclose(feats, ref, atol=1e-5)
 
 def test_end_from_scratch_freezes_lower_blocks_and_reinitialises_upper(tmp_path):
     train_run(TINY, run_dir=tmp_path, mode="end_from_scratch")
