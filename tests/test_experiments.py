@@ -2,7 +2,7 @@
 import json
 from pathlib import Path
 import pandas as pd, pytest, yaml
-from artstudy.report import findings_table, render_report, study_results, analysis_layers_table
+from artstudy.report import findings_table, render_report, study_results, analysis_layers_table, weight_change_table
 from artstudy.runs import run_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +45,9 @@ def test_report_renders_findings_and_figures(tiny_study):
     assert ft.verdict["F9"] == "not run"   # its analysis pairs were cut
     pairs = pd.read_csv(runs/"tiny"/"distance_gain"/"pairs.csv")
     assert len(pairs) == 4 and pairs.emd.gt(0).all() and pairs.similarity.between(0, 1).all()   # 2 sources x 2 targets
-    assert (runs/"tiny"/"source_classes-pacs_art-7styles-s1"/"weight_change.csv").is_file()
+    wc = weight_change_table("tiny", "source_classes", runs_dir=runs)
+    assert set(wc.run_id) == set(res.run_id[res.group == "source_classes"]) and (wc.relative_frobenius > 0).all()
+    assert wc.block.iloc[0] == "stem" and "blocks.6" in set(wc.block)
     html = render_report("tiny", runs_dir_=runs)
     text = html.read_text()
     assert html.name == "report.html" and "Plotly.newPlot" in text and "F1" in text

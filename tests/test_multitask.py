@@ -186,3 +186,15 @@ def test_config_sweep_runs_the_notebook_through_the_runner(tmp_path):
     tab = single_vs_multi(res).set_index(["task", "setting"])
     assert tab.loc[("style", "single"), "n"] == 1 and tab.loc[("style", "multi"), "n"] == 1
     assert multitask_finding(res)["finding"] == "F7"
+
+def test_cli_evaluates_a_multitask_checkpoint_on_every_task(tiny_run, tmp_path):
+    "`python -m artstudy evaluate` on a multi-head checkpoint scores each task on its labelled rows."
+    from artstudy.__main__ import main
+    from artstudy.config import dataset_path
+    d, _ = tiny_run
+    assert main(["evaluate", "--checkpoint", str(d), "--data", "wikiart_mt", "--split", "valid", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path/"metrics.json").read_text())
+    df = pd.read_csv(dataset_path("wikiart_mt")/"labels.csv", keep_default_na=False)
+    valid = df[df.split == "valid"]
+    for t in TASKS:
+        assert res[f"{t}_n"] == int((valid[t].str.strip() != "").sum()) and 0 <= res[f"{t}_acc"] <= 1
