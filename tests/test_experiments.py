@@ -38,7 +38,8 @@ def test_runner_params_survive_the_training_record(tiny_study):
 def test_report_renders_findings_and_figures(tiny_study):
     runs, _ = tiny_study
     res = study_results("tiny", runs_dir=runs)
-    assert set(res.group) == {"transfer_modes", "analysis", "double_finetune", "multitask", "lr_ratio", "source_classes", "distance_gain"}
+    assert set(res.group) == {"transfer_modes", "analysis", "double_finetune", "multitask", "lr_ratio", "source_styles",
+                              "source_classes", "distance_gain"}   # grouped by grid: source_styles uses transfer_modes.ipynb
     ft = findings_table(res, analysis_layers_table("tiny", runs_dir=runs)).set_index("finding")
     assert list(ft.index) == ["F1", "F2", "F3", "F4", "F5", "F6", "F7", "F8a", "F8b", "F8c", "F9"]
     assert ft.verdict["F3"] != "not run" and ft.verdict["F7"] != "not run" and ft.verdict["F8b"] != "not run"

@@ -128,6 +128,7 @@ def test_runs_see_run_folder_cwd_pinned_gpus_and_malloc_env(sweep):
 def test_params_json_has_provenance(sweep):
     p = json.loads((sweep["study"]/"tiny_metrics-b-s1"/"params.json").read_text())
     assert p["run_id"] == "tiny_metrics-b-s1" and p["params"]["MODE"] == "b" and p["params"]["SEED"] == 1
+    assert p["group"] == "tiny_metrics"   # the grid it came from, which the report groups by
     assert "git_commit" in p and p["versions"]["papermill"]
 
 def test_dry_run_shows_states_and_executes_nothing(sweep):
