@@ -246,9 +246,9 @@ def test_cli_evaluate_passes_its_arguments(monkeypatch, capsys):
     assert "0.5" in capsys.readouterr().out
 
 @pytest.mark.parametrize("study,n_runs,per_group", [
-    ("quick", 124, {"transfer_modes": 21, "analysis": 6, "double_finetune": 24, "multitask": 12, "lr_ratio": 30,
+    ("quick", 126, {"transfer_modes": 21, "same_images": 1, "analysis": 7, "double_finetune": 24, "multitask": 12, "lr_ratio": 30,
                     "source_styles": 6, "source_classes": 24, "distance_gain": 1}),
-    ("paper", 208, {"transfer_modes": 21, "analysis": 6, "double_finetune": 108, "multitask": 12, "lr_ratio": 30,
+    ("paper", 210, {"transfer_modes": 21, "same_images": 1, "analysis": 7, "double_finetune": 108, "multitask": 12, "lr_ratio": 30,
                     "source_styles": 6, "source_classes": 24, "distance_gain": 1})])
 def test_study_grids_expand_to_the_expected_runs(tmp_path, study, n_runs, per_group):
     "The shipped grids: run counts per experiment, the factor axes, and every source run ordered before its users."
