@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np, torch
 
 # %% auto #0
-__all__ = ['DEFAULTS', 'STUDY_PACKAGES', 'find_settings', 'project_root', 'settings', 'get_setting', 'data_roots', 'dataset_path',
-           'data_root', 'runs_dir', 'cache_dir', 'seed_everything', 'default_device', 'atomic_path',
-           'atomic_write_text', 'atomic_write_json', 'atomic_save', 'read_json', 'sha256_file', 'git_commit',
-           'package_versions']
+__all__ = ['DEFAULTS', 'STAGED_METRICS', 'METRICS', 'STUDY_PACKAGES', 'find_settings', 'project_root', 'settings', 'get_setting',
+           'data_roots', 'dataset_path', 'data_root', 'runs_dir', 'cache_dir', 'seed_everything', 'default_device',
+           'atomic_path', 'atomic_write_text', 'atomic_write_json', 'atomic_save', 'read_json', 'stage_metrics',
+           'finish_run', 'error_list', 'sha256_file', 'git_commit', 'package_versions']
 
 # %% ../nbs/00_config.ipynb #10b0bc11
 DEFAULTS = dict(data_root="", runs_dir="runs", cache_dir=".cache", backbone="efficientnet_lite0", image_size=128,
@@ -151,9 +151,17 @@ def atomic_write_text(path, text:str) -> Path:
     with atomic_path(path) as tmp: Path(tmp).write_text(text)
     return Path(path)
 
+def _finite(o):
+    "`o` with NumPy/torch values as Python ones and NaN/±inf as None (strict JSON has no `Infinity`)."
+    if isinstance(o, dict): return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)): return [_finite(v) for v in o]
+    if isinstance(o, (np.ndarray, torch.Tensor, np.generic)): return _finite(o.tolist())
+    if isinstance(o, float) and not np.isfinite(o): return None
+    return o
+
 def atomic_write_json(path, obj) -> Path:
-    "Write `obj` as indented JSON atomically (NumPy/torch scalars and arrays allowed)."
-    return atomic_write_text(path, json.dumps(obj, indent=2, default=_default, allow_nan=True) + "\n")
+    "Write `obj` as indented, strict JSON atomically (NumPy/torch values allowed; NaN and ±inf become null)."
+    return atomic_write_text(path, json.dumps(_finite(obj), indent=2, default=_default, allow_nan=False) + "\n")
 
 def atomic_save(obj, path) -> Path:
     "`torch.save` to `path` atomically."
@@ -165,6 +173,40 @@ def read_json(path):
     try: return json.loads(Path(path).read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not valid JSON ({e}); delete it and rerun the step that writes it") from None
+
+# %% ../nbs/00_config.ipynb #08d483a7
+STAGED_METRICS, METRICS = "metrics.staged.json", "metrics.json"
+
+def stage_metrics(run_dir, metrics:dict) -> Path:
+    "Write a run's result to `run_dir/metrics.staged.json` (atomically); `finish_run` promotes it."
+    return atomic_write_json(Path(run_dir)/STAGED_METRICS, metrics)
+
+def _headline(m:dict) -> str:
+    for k in ("top1", "mean_top1", "cka_high", "spearman_rho"):
+        if isinstance(m.get(k), (int, float)): return f"{k} {m[k]:.4g}" + (f" on the {m['eval_split']} split" if m.get("eval_split") else "")
+    return f"{len(m)} metrics"
+
+def finish_run(run_dir, quiet:bool|None=None) -> dict:
+    "Promote `run_dir/metrics.staged.json` to `metrics.json` atomically (the run is now finished); returns the metrics."
+    d = Path(run_dir); staged, final = d/STAGED_METRICS, d/METRICS
+    if not staged.is_file():
+        if final.is_file(): return read_json(final)   # already finished (a rerun of the last cell)
+        raise FileNotFoundError(f"{staged} not found: the run wrote no result, so it cannot be finished. "
+                                "Run the notebook from the top (its training cell writes the staged result).")
+    m = read_json(staged)
+    with open(staged, "rb+") as f: os.fsync(f.fileno())
+    os.replace(staged, final)
+    if quiet is None: quiet = bool(os.environ.get("PAPERMILL_EXECUTION") or os.environ.get("ARTSTUDY_RUNNER"))
+    if not quiet: print(f"finished {d}: {_headline(m) if isinstance(m, dict) else m}")
+    return m
+
+# %% ../nbs/00_config.ipynb #c39b6d41
+def error_list(lines, limit:int=10, indent:str="  - ") -> str:
+    "`lines` as an indented list of at most `limit` lines, the rest counted in a last line."
+    lines = [str(l) for l in lines]
+    shown = lines if len(lines) <= limit else lines[:limit-1]
+    more = [f"… and {len(lines) - len(shown)} more"] if len(shown) < len(lines) else []
+    return "\n".join(indent + l for l in shown + more)
 
 # %% ../nbs/00_config.ipynb #6a189c4d
 def sha256_file(path, chunk:int=1<<20) -> str:

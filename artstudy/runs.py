@@ -10,7 +10,8 @@ processes with one GPU each, or as Ray tasks), skips finished runs, isolates fai
 # %% ../nbs/09_runs.ipynb #7d548887
 from __future__ import annotations
 import base64, concurrent.futures as cf, copy, difflib, fnmatch, hashlib, importlib.util, itertools, json, os, queue
-import re, shutil, socket, subprocess, sys, threading, time
+import re, shutil, signal, socket, subprocess, sys, threading, time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,9 +20,9 @@ from . import config
 
 # %% auto #0
 __all__ = ['MAX_ID_LEN', 'RUN_STATES', 'CPU_FAST_ENV', 'FAILED', 'load_study', 'slugify', 'short_hash', 'make_run_id', 'RunSpec',
-           'toposort', 'expand_grid', 'run_state', 'run_meta', 'prepare_run_dir', 'child_env', 'visible_gpus',
-           'notebook_error', 'check_kernel', 'execute_run', 'plan', 'run_study', 'flatten', 'study_dir', 'study_status',
-           'collect']
+           'toposort', 'expand_grid', 'run_state', 'run_meta', 'prepare_run_dir', 'StudyBusy', 'file_lock', 'child_env',
+           'visible_gpus', 'notebook_error', 'check_kernel', 'execute_run', 'notebook_params', 'check_specs', 'plan',
+           'run_study', 'flatten', 'study_dir', 'study_status', 'collect']
 
 # %% ../nbs/09_runs.ipynb #aa880488
 _TOP_KEYS = {"study", "description", "notebook", "name", "base", "axes", "seeds", "runs", "grids", "depends_on"}
@@ -29,7 +30,7 @@ _GROUP_KEYS = {"name", "notebook", "base", "axes", "seeds", "runs", "depends_on"
 _RUN_KEYS = {"id", "run_id", "notebook", "params", "seeds", "depends_on", "description"}
 
 def _check_keys(d, allowed, where):
-    if not isinstance(d, dict): raise TypeError(f"{where} must be a mapping, got {type(d).__name__}")
+    if not isinstance(d, dict): raise ValueError(f"{where} must be a mapping (key: value lines), got {type(d).__name__}")
     if bad := set(d) - allowed - {"_source"}:
         hints = {b: difflib.get_close_matches(b, allowed, 1) for b in bad}
         raise ValueError(f"unknown key(s) in {where}: " +
@@ -44,7 +45,10 @@ def load_study(cfg) -> dict:
             src = Path(cfg).expanduser()
             if not src.is_file(): raise FileNotFoundError(f"study config {src} not found")
             text = src.read_text()
-        d = yaml.safe_load(text)
+        try: d = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ValueError(f"{src or 'the study config'} is not valid YAML: {e}. Fix the line it names.") from None
+        if d is None: raise ValueError(f"{src or 'the study config'} is empty: it needs at least `study:` and `notebook:`")
         if isinstance(d, dict) and src is not None: d["_source"] = str(src.resolve())
     _check_keys(d, _TOP_KEYS, "the study config")
     if not d.get("study"): raise ValueError("the study config needs a `study:` name")
@@ -124,6 +128,8 @@ def _raw_specs(cfg:dict, root:Path, nbs_dir:Path) -> list[tuple[RunSpec, dict, b
         name = g.get("name") or nb.stem
         base, axes = _upper(g.get("base"), f"grids[{gi}].base"), dict(g.get("axes") or {})
         seeds, gdeps = g.get("seeds"), list(g.get("depends_on") or [])
+        if seeds is not None and not isinstance(seeds, list):
+            raise ValueError(f"`seeds:` of grid {name!r} must be a list such as [1, 2, 3], got {seeds!r}")
         for k, vs in axes.items():
             if not isinstance(vs, list) or not vs: raise ValueError(f"axis {k!r} must be a non-empty list")
         def add(rid, nb_, params, seed, values, deps, explicit=False):
@@ -237,10 +243,10 @@ def expand_grid(cfg, runs_dir=None, nbs_dir=None) -> list[RunSpec]:
 RUN_STATES = ("finished", "failed", "incomplete", "pending")
 
 def run_state(run_dir) -> str:
-    "State of a run folder: finished (metrics.json), failed (error.txt), incomplete or pending."
+    "State of a run folder: failed (error.txt), finished (metrics.json), incomplete or pending."
     d = Path(run_dir)
+    if (d/"error.txt").is_file(): return "failed"     # never finished, whatever else is there
     if (d/"metrics.json").is_file(): return "finished"
-    if (d/"error.txt").is_file(): return "failed"
     if d.is_dir() and any(d.iterdir()): return "incomplete"
     return "pending"
 
@@ -262,6 +268,30 @@ def prepare_run_dir(spec:RunSpec, meta:dict|None=None) -> Path:
         "group": spec.group, "params": spec.params, "depends_on": spec.depends_on,
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), **meta})
     return d
+
+# %% ../nbs/09_runs.ipynb #3b995bde
+class StudyBusy(RuntimeError):
+    "Another process holds the lock of this study (or run)."
+
+def _holder(path:Path) -> str:
+    try: return Path(path).read_text().strip() or "unknown process"
+    except OSError: return "unknown process"
+
+@contextmanager
+def file_lock(path, wait:bool=False, what:str="this study"):
+    "Hold an exclusive `flock` on `path` (released on exit or when the process dies); `StudyBusy` if held and not `wait`."
+    import fcntl
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(path, "a+")
+    try:
+        try: fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise StudyBusy(f"{what} is busy: another runner ({_holder(path)}) holds {path}. Wait for it to end, "
+                            "or pass --wait (wait=True) to start when it does.") from None
+        f.seek(0); f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()} since {datetime.now().isoformat(timespec='seconds')}\n"); f.flush()
+        yield path
+    finally: f.close()
 
 # %% ../nbs/09_runs.ipynb #124ceb1c
 CPU_FAST_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736", "OMP_WAIT_POLICY": "PASSIVE"}
@@ -310,8 +340,16 @@ def check_kernel(kernel_name:str="python3") -> str:
     return sys.executable if exe in ("python", "python3", f"python{sys.version_info[0]}.{sys.version_info[1]}") else exe
 
 # `python -m papermill`, minus jsonschema's optional IRI checker: rfc3987_syntax compiles a grammar at import
-# (~1-2 s per run) and nbformat's schema never uses it.
-_PAPERMILL_CLI = ("import sys; sys.modules.setdefault('rfc3987_syntax', None); "
+# (~1-2 s per run) and nbformat's schema never uses it. The child dies with the runner: Linux's PR_SET_PDEATHSIG
+# (SIGKILL when the parent goes), else a thread watching the parent pid; the kernel's own parent poller
+# (JPY_PARENT_PID, set by jupyter_client) then ends the kernel within a second.
+_PAPERMILL_CLI = ("import os, sys, threading, time\n"
+                  "ppid = int(os.environ.get('ARTSTUDY_RUNNER_PID') or os.getppid())\n"
+                  "try:\n    import ctypes; ctypes.CDLL(None).prctl(1, 9)\nexcept Exception: pass\n"
+                  "def _watch():\n    while os.getppid() == ppid: time.sleep(0.2)\n    os._exit(137)\n"
+                  "if os.getppid() != ppid: os._exit(137)\n"
+                  "threading.Thread(target=_watch, daemon=True).start()\n"
+                  "sys.modules.setdefault('rfc3987_syntax', None)\n"
                   "from papermill.cli import papermill; papermill(prog_name='papermill')")
 
 _LIVE: set = set()
@@ -324,7 +362,14 @@ def _result(spec, status, seconds=0.0, error=""):
 # %% ../nbs/09_runs.ipynb #ad87a957
 def execute_run(spec:RunSpec, kernel_name:str|None=None, env:dict|None=None, meta:dict|None=None,
                 timeout:float|None=None) -> dict:
-    "Execute one run with papermill in a child process; returns `{run_id, status, seconds, error, run_dir}`."
+    "Execute one run with papermill in a child process (holding the run's lock); returns `{run_id, status, seconds, error, run_dir}`."
+    try:
+        with file_lock(spec.run_dir.parent/".locks"/f"{spec.run_id}.lock", what=f"run {spec.run_id}"):
+            if run_state(spec.run_dir) == "finished": return _result(spec, "skipped: finished")
+            return _execute(spec, kernel_name, env, meta, timeout)
+    except StudyBusy as e: return _result(spec, "skipped: running elsewhere", error=str(e))
+
+def _execute(spec, kernel_name, env, meta, timeout):
     t0, kernel = time.time(), kernel_name or "python3"
     d = prepare_run_dir(spec, meta)
     # YAML, not JSON: papermill reads -b with PyYAML, which takes JSON's 1e-05 for a string
@@ -336,26 +381,74 @@ def execute_run(spec:RunSpec, kernel_name:str|None=None, env:dict|None=None, met
     with open(d/"run.log", "w") as log:
         log.write(f"# {datetime.now().isoformat(timespec='seconds')} papermill {spec.notebook} -> {d/'out.ipynb'} "
                   f"(kernel {kernel}, cwd {d})\n"); log.flush()
+        env = {**(child_env() if env is None else env), "ARTSTUDY_RUNNER_PID": str(os.getpid()), "ARTSTUDY_RUNNER": "1"}
         p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=str(d),
-                             env=child_env() if env is None else env)
+                             env=env, start_new_session=True)   # its own group: a terminal's Ctrl-C goes to the runner
         with _LIVE_LOCK: _LIVE.add(p)
         try: rc = p.wait()
         finally:
             with _LIVE_LOCK: _LIVE.discard(p)
     secs = time.time() - t0
     if rc == 0 and (d/"metrics.json").is_file(): return _result(spec, "done", secs)
+    for f in ("metrics.json", config.STAGED_METRICS): (d/f).unlink(missing_ok=True)   # a failed run has no result
     err = notebook_error(d/"out.ipynb")
     tail = "".join((d/"run.log").read_text(errors="replace").splitlines(True)[-40:])
     if err: msg = f"{err['ename']}: {err['evalue']}"
-    elif rc == 0: msg = "the notebook finished without writing metrics.json"
+    elif rc == 0: msg = ("the notebook finished without writing metrics.json (its last cell must call "
+                         "artstudy.config.finish_run(run_dir))")
     else: msg = f"papermill exited with status {rc}"
     text = (f"run {spec.run_id} failed: {msg}\nnotebook: {spec.notebook}\nexit status: {rc}\n\n" +
             (f"--- error in cell {err['cell']} ---\n{err['traceback']}\n\n" if err else "") + f"--- run.log (tail) ---\n{tail}")
     config.atomic_write_text(d/"error.txt", text)
     return _result(spec, "failed", secs, msg)
 
+# %% ../nbs/09_runs.ipynb #eaba465b
+_RUNNER_PARAMS = {"STUDY", "RUN_ID", "RUN_DIR"}
+_POSITIVE = {"EPOCHS", "BATCH_SIZE", "IMAGE_SIZE", "K"}
+_COUNTS = {"N_PER_CLASS", "N_VALID_PER_CLASS", "N_IMAGES"}   # None means all
+
+def notebook_params(notebook) -> set[str]:
+    "Names in the `parameters` cell of `notebook`."
+    import papermill as pm
+    return set(pm.inspect_notebook(str(notebook)))
+
+def _is_int(v): return isinstance(v, int) and not isinstance(v, bool)
+
+def _value_problem(k, v) -> str|None:
+    if k in _POSITIVE and not (_is_int(v) and v >= 1): return f"must be a whole number ≥ 1, got {v!r}"
+    if k in _COUNTS and v is not None and not (_is_int(v) and v >= 1):
+        return f"must be a whole number ≥ 1 (or null for all), got {v!r}"
+    if k == "SEED" and not _is_int(v): return f"must be a whole number, got {v!r}"
+    if k in ("MODE", "THEN") and isinstance(v, str):
+        from .train import MODES
+        if v not in {*MODES, "double"}:
+            near = difflib.get_close_matches(v, [*MODES, "double"], 1)
+            return f"{v!r} is not a transfer mode ({', '.join([*MODES, 'double'])})" + (f"; did you mean {near[0]!r}?" if near else "")
+    if k == "DATASET" and isinstance(v, str):
+        try: config.dataset_path(v)
+        except FileNotFoundError as e: return str(e)
+    return None
+
+def check_specs(specs:list[RunSpec], limit:int=10) -> None:
+    "Raise one `ValueError` listing every unknown parameter name and bad value of `specs`, before anything runs."
+    known, probs = {}, {}
+    for s in specs:
+        if s.notebook not in known: known[s.notebook] = notebook_params(s.notebook)
+        names = known[s.notebook] | _RUNNER_PARAMS
+        for k, v in s.params.items():
+            if k not in names:
+                near = difflib.get_close_matches(k, sorted(names - _RUNNER_PARAMS), 1)
+                msg = (f"unknown parameter {k.lower()!r} for {Path(s.notebook).name}" +
+                       (f" (did you mean {near[0].lower()!r}?)" if near else f"; it takes {sorted(n.lower() for n in names)}"))
+            elif (pr := _value_problem(k, v)): msg = f"{k.lower()}: {pr}"
+            else: continue
+            probs.setdefault(msg, []).append(s.run_id)
+    if not probs: return
+    lines = [f"{m} (run {r[0]}" + (f" and {len(r)-1} more)" if len(r) > 1 else ")") for m, r in probs.items()]
+    raise ValueError(f"the study config has {len(lines)} problem(s); nothing was run:\n" + config.error_list(lines, limit))
+
 # %% ../nbs/09_runs.ipynb #f9d65a62
-FAILED = ("failed", "skipped: dependency failed")
+FAILED = ("failed", "skipped: dependency failed", "skipped: running elsewhere")
 
 def _select(specs, only):
     if not only: return specs
@@ -430,7 +523,9 @@ def _local_submitter(workers, kernel_name, meta, timeout):
 
 def _terminate_live():
     with _LIVE_LOCK:
-        for p in _LIVE: p.terminate()
+        for p in _LIVE:
+            try: os.killpg(p.pid, signal.SIGTERM)   # papermill and anything in its group
+            except (ProcessLookupError, PermissionError): p.terminate()
 
 # %% ../nbs/09_runs.ipynb #f4e68a9e
 def plan(specs:list[RunSpec]) -> pd.DataFrame:
@@ -441,16 +536,24 @@ def plan(specs:list[RunSpec]) -> pd.DataFrame:
 
 def run_study(cfg, executor:str="local", workers:int=1, dry_run:bool=False, kernel_name:str|None=None,
               progress:bool=True, runs_dir=None, only=None, ray_address:str|None=None, nbs_dir=None,
-              timeout:float|None=None) -> pd.DataFrame:
-    "Execute a study's runs with papermill (skipping finished ones); returns the summary table."
+              timeout:float|None=None, wait:bool=False) -> pd.DataFrame:
+    "Execute a study's runs with papermill (skipping finished ones), holding the study's lock; returns the summary table."
     cfg = load_study(cfg)
     specs = _select(expand_grid(cfg, runs_dir=runs_dir, nbs_dir=nbs_dir), only)
+    check_specs(specs)
     if dry_run: return plan(specs)
     if executor not in ("local", "ray"): raise ValueError(f"executor must be 'local' or 'ray', got {executor!r}")
     workers = max(1, int(workers))
     check_kernel(kernel_name or "python3")
     study_dir = config.runs_dir(runs_dir)/str(cfg["study"])
-    study_dir.mkdir(parents=True, exist_ok=True)
+    try: study_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise OSError(f"cannot create the study folder {study_dir} ({e.strerror}); pass --runs-dir with a writable folder") from None
+    if not os.access(study_dir, os.W_OK | os.X_OK):
+        raise PermissionError(f"the study folder {study_dir} is not writable; fix its permissions or pass --runs-dir with a writable folder")
+    with file_lock(study_dir/".lock", wait=wait, what=f"study {cfg['study']!r}"):
+        return _sweep(cfg, specs, study_dir, executor, workers, kernel_name, progress, ray_address, timeout)
+
+def _sweep(cfg, specs, study_dir, executor, workers, kernel_name, progress, ray_address, timeout):
     config.atomic_write_text(study_dir/"study.yaml", yaml.safe_dump({k: v for k, v in cfg.items() if k != "_source"},
                                                                     sort_keys=False))
     meta = run_meta()
