@@ -390,7 +390,7 @@ def train_multitask_run(params:dict|None=None, run_dir=None, **kwargs) -> dict:
                "task_log_vars": dict(zip(p["tasks"], lv.detach().cpu().tolist())) if lv is not None else None,
                "train_seconds": round(train_s, 1), "n_train": n_train, "n_labelled_train": n_labelled,
                "train_img_per_s": round(n_train * p["epochs"] / train_s, 1) if train_s > 0 else None, "reports": reports}
-    atomic_write_json(run_dir/"metrics.json", metrics)
+    atomic_write_json(run_dir/"metrics.staged.json", metrics)   # the notebook's last cell promotes it (config.finish_run)
     return metrics
 
 # %% ../nbs/04_multitask.ipynb #770bc466

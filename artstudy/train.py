@@ -388,10 +388,10 @@ def fast_path_info(channels_last, mixed_precision, device) -> dict:
             "malloc_env": all(os.environ.get(k) == FAST_CPU_ENV[k] for k in ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_"))}
 
 def start_run(p:dict, run_dir=None) -> tuple[Path, str, dict]:
-    "Seed the run and make its folder (an old `metrics.json` is removed: unfinished until the end); its mode and settings."
+    "Seed the run and make its folder (an old `metrics.json` or staged result is removed: unfinished until the end); its mode and settings."
     run_dir = Path(run_dir) if run_dir else runs_dir()/p["study"]/p["run_id"]
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir/"metrics.json").unlink(missing_ok=True)   # not finished until the end
+    for f in ("metrics.json", "metrics.staged.json"): (run_dir/f).unlink(missing_ok=True)   # not finished until the end
     seed_everything(p["seed"])
     mode = p["then"] if p["mode"] == "double" else p["mode"]
     cfg = mode_config(mode, lr_body=p["lr_body"], lr_head=p["lr_head"])
@@ -455,7 +455,7 @@ def train_run(params:dict|None=None, run_dir=None, **kwargs) -> dict:
                "eval_split": "test" if "test" in reports else "valid", "best_epoch": best.best_epoch,
                "best_valid_loss": best.best, "train_seconds": round(train_s, 1), "n_train": n_train,
                "train_img_per_s": round(n_train * p["epochs"] / train_s, 1) if train_s > 0 else None, "reports": reports}
-    atomic_write_json(run_dir/"metrics.json", metrics)
+    atomic_write_json(run_dir/"metrics.staged.json", metrics)   # the notebook's last cell promotes it (config.finish_run)
     return metrics
 
 def interactive() -> bool:

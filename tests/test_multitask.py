@@ -126,10 +126,10 @@ def test_targets_keep_missing_labels_as_minus_one():
 
 def test_tiny_real_run_writes_a_complete_run_folder(tiny_run):
     d, m = tiny_run
-    assert sorted(os.listdir(d)) == ["history.csv", "init.pth", "metrics.json", "model.pth", "params.json"]
+    assert sorted(os.listdir(d)) == ["history.csv", "init.pth", "metrics.staged.json", "model.pth", "params.json"]
     hist = pd.read_csv(d/"history.csv")
     for t in TASKS: assert {f"{t}_acc", f"{t}_top5", f"{t}_f1"} <= set(hist.columns), hist.columns
-    saved, params = json.loads((d/"metrics.json").read_text()), json.loads((d/"params.json").read_text())
+    saved, params = json.loads((d/"metrics.staged.json").read_text()), json.loads((d/"params.json").read_text())
     for t in TASKS:
         assert 0 <= saved[f"{t}_acc"] <= 1 and 0 <= saved[f"valid_{t}_acc"] <= 1 and f"{t}_f1" in saved and f"{t}_top5" in saved
     assert saved["tasks"] == TASKS and saved["setting"] == "multi" and saved["n_train"] == 30

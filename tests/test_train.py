@@ -20,8 +20,8 @@ def _same(a, b): return all(torch.equal(a[k], b[k]) for k in a)
 @pytest.mark.parametrize("mode", list(MODES))
 def test_every_mode_writes_a_complete_run_folder(tmp_path, mode):
     m = train_run(TINY, run_dir=tmp_path, mode=mode)
-    assert sorted(os.listdir(tmp_path)) == ["history.csv", "init.pth", "metrics.json", "model.pth", "params.json"]
-    params, saved = json.loads((tmp_path/"params.json").read_text()), json.loads((tmp_path/"metrics.json").read_text())
+    assert sorted(os.listdir(tmp_path)) == ["history.csv", "init.pth", "metrics.staged.json", "model.pth", "params.json"]
+    params, saved = json.loads((tmp_path/"params.json").read_text()), json.loads((tmp_path/"metrics.staged.json").read_text())
     assert params["mode"] == mode and params["versions"]["torch"] and "labels.csv" in params["data"]["checksums"]
     assert 0 <= saved["top1"] <= 1 and saved["n_train"] == 28 and saved == json.loads(json.dumps(m, default=str))
     assert len(pd.read_csv(tmp_path/"history.csv")) >= 1
@@ -111,7 +111,7 @@ def test_double_from_another_architecture_fails_clearly(tmp_path):
                                      (dict(epoch=3), "unknown run parameters"), (dict(label="no_such"), "no_such")])
 def test_bad_run_parameters_fail_before_training(tmp_path, bad, msg):
     with pytest.raises(Exception, match=msg): train_run(TINY, run_dir=tmp_path, **bad)
-    assert not (tmp_path/"metrics.json").exists()
+    assert not (tmp_path/"metrics.json").exists() and not (tmp_path/"metrics.staged.json").exists()
 
 def test_evaluate_on_a_class_folder_dataset_and_cli(tmp_path):
     "A checkpoint trained on synthetic colours scores on a class-folder copy, as a by-hand prediction loop says; so does the CLI."
