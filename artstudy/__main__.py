@@ -12,12 +12,13 @@ import argparse, signal, sys, threading
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['build_parser', 'cmd_run', 'cmd_collect', 'cmd_report', 'cmd_evaluate', 'main']
+__all__ = ['build_parser', 'cmd_run', 'cmd_collect', 'cmd_report', 'cmd_evaluate', 'main', 'error_message']
 
 # %% ../nbs/11_cli.ipynb #8dd5c536
 def build_parser() -> argparse.ArgumentParser:
     "The `artstudy` argument parser (subcommands run, collect, report, evaluate)."
     p = argparse.ArgumentParser(prog="python -m artstudy", description="artstudy: ImageNet CNNs transferring to art.")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = p.add_subparsers(dest="command", required=True, metavar="{run,collect,report,evaluate}")
     r = sub.add_parser("run", help="execute a study's runs (papermill); finished runs are skipped")
     r.add_argument("config", help="study YAML, e.g. configs/quick.yaml")
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--ray-address", default=None, help="address of an existing Ray cluster")
     r.add_argument("--timeout", type=float, default=None, help="seconds allowed per notebook cell")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--wait", action="store_true", help="if another runner holds the study, wait for it instead of stopping")
     c = sub.add_parser("collect", help="gather every metrics.json of a study into results.csv")
     c.add_argument("study", help="study name (under the runs folder) or a study folder")
     c.add_argument("--runs-dir", default=None)
@@ -42,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="output folder")
     e.add_argument("--label", default=None, help="label column (default: the dataset's main label)")
     e.add_argument("--split", default=None, help="split to evaluate (default: the evaluation function's)")
+    e.add_argument("--on-error", choices=["raise", "skip"], default="raise",
+                   help="unreadable images or bad labels: stop and name them (raise), or leave them out with a warning (skip)")
     return p
 
 # %% ../nbs/11_cli.ipynb #ed277997
@@ -60,7 +64,7 @@ def cmd_run(args) -> int:
         signal.signal(signal.SIGTERM, _interrupt)
     df = run_study(args.config, executor=args.executor, workers=args.workers, dry_run=args.dry_run,
                    kernel_name=args.kernel, progress=not args.no_progress, runs_dir=args.runs_dir, only=args.only,
-                   ray_address=args.ray_address, timeout=args.timeout)
+                   ray_address=args.ray_address, timeout=args.timeout, wait=args.wait)
     _show(df.drop(columns=[c for c in ("run_dir",) if c in df]))
     if args.dry_run:
         print(f"\n{len(df)} run(s): " + ", ".join(f"{n} {k}" for k, n in df.state.value_counts().items()))
@@ -98,18 +102,29 @@ def cmd_evaluate(args) -> int:
         res = evaluate_tasks(ck, args.data, out=args.out, split=args.split)
     else:
         from artstudy.train import evaluate
-        res = evaluate(args.checkpoint, args.data, label=args.label, out=args.out, split=args.split)
+        res = evaluate(args.checkpoint, args.data, label=args.label, out=args.out, split=args.split, on_error=args.on_error)
     if res is not None: print(res)
     return 0
 
 def main(argv=None) -> int:
     "Entry point of `python -m artstudy` and the `artstudy` script."
     args = build_parser().parse_args(argv)
-    try: return {"run": cmd_run, "collect": cmd_collect, "report": cmd_report, "evaluate": cmd_evaluate}[args.command](args)
+    try: return globals()[f"cmd_{args.command}"](args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr); return 130
-    except (FileNotFoundError, ValueError) as e:  # bad config, unknown study/run: a message, not a traceback
-        print(f"error: {e}", file=sys.stderr); return 2
+    except Exception as e:   # every error: one paragraph, no traceback (--debug shows it)
+        if getattr(args, "debug", False): raise
+        print(error_message(e), file=sys.stderr); return 2
+
+_EXPECTED = (OSError, ValueError, KeyError, RuntimeError, ImportError)
+
+def error_message(e:BaseException) -> str:
+    "One paragraph for the user: the message of an expected error, else its type too and how to see the traceback."
+    msg = str(e).strip() or type(e).__name__
+    if isinstance(e, PermissionError) and e.filename: msg = f"permission denied: {e.filename}. Fix its permissions or choose another folder."
+    if isinstance(e, KeyError): msg = f"missing key {msg}"
+    if not isinstance(e, _EXPECTED): msg = f"{type(e).__name__}: {msg} (rerun with --debug for the traceback)"
+    return f"error: {msg}"
 
 # %% ../nbs/11_cli.ipynb #14a61f19
 if __name__ == "__main__" and sys.argv[0].endswith("__main__.py"): sys.exit(main())

@@ -18,7 +18,7 @@ import numpy as np, torch
 __all__ = ['DEFAULTS', 'STAGED_METRICS', 'METRICS', 'STUDY_PACKAGES', 'find_settings', 'project_root', 'settings', 'get_setting',
            'data_roots', 'dataset_path', 'data_root', 'runs_dir', 'cache_dir', 'seed_everything', 'default_device',
            'atomic_path', 'atomic_write_text', 'atomic_write_json', 'atomic_save', 'read_json', 'stage_metrics',
-           'finish_run', 'error_list', 'sha256_file', 'git_commit', 'package_versions']
+           'finish_run', 'error_list', 'check_writable', 'sha256_file', 'git_commit', 'package_versions']
 
 # %% ../nbs/00_config.ipynb #10b0bc11
 DEFAULTS = dict(data_root="", runs_dir="runs", cache_dir=".cache", backbone="efficientnet_lite0", image_size=128,
@@ -207,6 +207,17 @@ def error_list(lines, limit:int=10, indent:str="  - ") -> str:
     shown = lines if len(lines) <= limit else lines[:limit-1]
     more = [f"… and {len(lines) - len(shown)} more"] if len(shown) < len(lines) else []
     return "\n".join(indent + l for l in shown + more)
+
+# %% ../nbs/00_config.ipynb #e1286e92
+def check_writable(folder) -> Path:
+    "Create `folder` if needed and check that a file can be written in it; a clear `PermissionError` if not."
+    d = Path(folder).expanduser()
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=d, prefix=".write-check-"); os.close(fd); os.remove(probe)
+    except OSError as e:
+        raise PermissionError(f"cannot write to {d} ({e.strerror or e}); choose a writable output folder or fix its permissions") from None
+    return d
 
 # %% ../nbs/00_config.ipynb #6a189c4d
 def sha256_file(path, chunk:int=1<<20) -> str:

@@ -466,10 +466,11 @@ def interactive() -> bool:
 
 # %% ../nbs/03_train.ipynb #b85cd101
 def evaluate(checkpoint, dataset, label:str|None=None, out=None, split:str|None=None, bs:int|None=None,
-             device=None, num_workers:int|None=None) -> dict:
+             device=None, num_workers:int|None=None, on_error:str="raise") -> dict:
     "Top-k accuracy, mAP, per-class accuracy and confusion of `checkpoint` on `dataset`; writes `out/metrics.json`."
-    from artstudy.config import dataset_path
+    from artstudy.config import check_writable, dataset_path
     from artstudy.models import checkpoint_meta
+    if out is not None: check_writable(out)   # before the work, not after it
     checkpoint = Path(checkpoint)
     if checkpoint.is_dir(): checkpoint = checkpoint/"model.pth"
     meta = checkpoint_meta(checkpoint)
@@ -478,7 +479,9 @@ def evaluate(checkpoint, dataset, label:str|None=None, out=None, split:str|None=
     path = Path(dataset) if Path(dataset).exists() else dataset_path(dataset)
     label = label or meta.get("label")
     has_csv = (path/"labels.csv").is_file()
-    ds = load_dataset(path, label=label if has_csv else None)
+    ds = load_dataset(path, label=label if has_csv else None, on_error=on_error)
+    if split and "split" in ds.df and split not in set(ds.df["split"]):
+        raise ValueError(f"split {split!r} is not in {path}; its splits are {sorted(set(ds.df['split']))}")
     if split: ds = ds.split(split)
     unknown = sorted(set(ds.classes) - set(classes))
     if unknown:
