@@ -75,28 +75,72 @@ def _resolve(p) -> Path:
 
 def data_roots(root=None) -> list[Path]:
     "Candidate data roots in resolution order (explicit, env, settings, `data/`, `../shared/data`)."
-    cands = [root, os.environ.get("ARTSTUDY_DATA"), settings()["data_root"] or None, "data", "../shared/data"]
-    return [_resolve(c) for c in cands if c]
+    set_ = [("the root argument", root), ("ARTSTUDY_DATA", os.environ.get("ARTSTUDY_DATA")),
+            ("the data_root setting (settings.ini or ARTSTUDY_DATA_ROOT)", settings()["data_root"] or None)]
+    res = []
+    for what, r in set_:
+        if r and not (p := _resolve(r)).is_dir():
+            raise FileNotFoundError(f"data root {p}, given by {what}, is not a folder. Fix or unset it: a data root "
+                                    "that is set is never skipped, so that no other copy of the data is used by mistake.")
+        if r: res.append(p)
+    return res + [_resolve("data"), _resolve("../shared/data")]
 
-def _is_dataset(p:Path) -> bool: return p.is_dir() and ((p/"labels.csv").is_file() or any(q.is_dir() for q in p.iterdir()))
+_IMG_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+def _has_images(d:Path, depth:int=2) -> bool:
+    "Whether `d` holds an image at most `depth` folders down (hidden entries ignored)."
+    for q in d.iterdir():
+        if q.name.startswith("."): continue
+        if q.is_file() and q.suffix.lower() in _IMG_EXTS: return True
+        if depth > 1 and q.is_dir() and _has_images(q, depth-1): return True
+    return False
+
+def _is_dataset(p:Path) -> bool:
+    "A folder with a labels.csv, or with class (or split/class) folders of images."
+    return p.is_dir() and ((p/"labels.csv").is_file() or
+                           any(q.is_dir() and not q.name.startswith(".") and _has_images(q) for q in p.iterdir()))
+
+def _why_not(p:Path) -> str:
+    "Why `p` is not a dataset folder ('' if it is one)."
+    if not p.exists(): return "does not exist"
+    if not p.is_dir(): return "is not a folder"
+    if _is_dataset(p): return ""
+    return "is empty" if not any(p.iterdir()) else "has no labels.csv and no class folders with images"
+
+def _not_found(name, tried) -> str:
+    "The error for a dataset that no candidate holds: every path tried, why, and how to get the data."
+    where = "; ".join(f"{p} {why}" for p, why in tried)
+    partial = [p.parent/f".{p.name}.partial" for p, _ in tried if (p.parent/f".{p.name}.partial").is_dir()]
+    if (project_root()/"data"/"manifests"/str(name)/"source.json").is_file():
+        how = (f"An interrupted fetch is in {partial[0]}: rerun" if partial else "Fetch it with") + \
+              f" `python -m artstudy data fetch {name}`, or point ARTSTUDY_DATA or data_root in settings.ini at a copy."
+    else: how = "Pass root=..., set ARTSTUDY_DATA, or set data_root in settings.ini (layouts: data/README.md)."
+    return f"dataset {str(name)!r} not found: {where}. {how}"
 
 def dataset_path(name:str|Path, root=None) -> Path:
     "Folder of dataset `name`: a path if it is one, else the first data root that holds it."
-    if (p := Path(name).expanduser()).is_dir() and (p.is_absolute() or len(p.parts) > 1 or not root): 
-        if _is_dataset(p): return p.resolve()
+    p = Path(name).expanduser()
+    as_path = p.is_absolute() or len(p.parts) > 1 or (p.is_dir() and not root)
+    cands = ([p] if as_path else []) + ([] if p.is_absolute() else [r/str(name) for r in data_roots(root)])
     tried = []
-    for r in data_roots(root):
-        if _is_dataset(r/str(name)): return (r/str(name)).resolve()
-        tried.append(str(r))
-    raise FileNotFoundError(f"dataset {str(name)!r} not found in any data root ({', '.join(tried)}). "
-                            f"Pass root=..., set ARTSTUDY_DATA, or set data_root in settings.ini.")
+    for c in cands:
+        if not (why := _why_not(c)):
+            for t, w in tried:
+                if w != "does not exist": warnings.warn(f"{t} {w}; using {c.resolve()} instead")
+            return c.resolve()
+        if c is p and p.exists() and (p.is_absolute() or len(p.parts) > 1):  # a path given: never look elsewhere
+            raise FileNotFoundError(f"dataset folder {p.resolve()} {why}: expected a labels.csv or class folders "
+                                    "of images (see data/README.md).")
+        tried.append((c.resolve(), why))
+    raise FileNotFoundError(_not_found(name, tried))
 
 def data_root(root=None) -> Path:
-    "The first data root that exists (see `data_roots`)."
-    for r in data_roots(root):
-        if r.is_dir() and any(_is_dataset(d) for d in r.iterdir() if d.is_dir()): return r
-    raise FileNotFoundError(f"no data root holds a dataset; tried {[str(r) for r in data_roots(root)]}. "
-                            "Set ARTSTUDY_DATA or data_root in settings.ini.")
+    "The first data root that holds a dataset (see `data_roots`)."
+    roots = data_roots(root)
+    for r in roots:
+        if r.is_dir() and any(_is_dataset(d) for d in r.iterdir() if d.is_dir() and not d.name.startswith(".")): return r
+    raise FileNotFoundError(f"no data root holds a dataset; tried {', '.join(map(str, roots))}. Fetch the study's "
+                            "datasets with `python -m artstudy data fetch`, or set ARTSTUDY_DATA or data_root in settings.ini.")
 
 def runs_dir(path=None) -> Path:
     "Where run folders go (`runs_dir` setting, relative to the project root)."
