@@ -12,14 +12,50 @@ import argparse, signal, sys, threading
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['build_parser', 'cmd_run', 'cmd_collect', 'cmd_report', 'cmd_evaluate', 'main', 'error_message']
+__all__ = ['cmd_data', 'build_parser', 'cmd_run', 'cmd_collect', 'cmd_report', 'cmd_evaluate', 'main', 'error_message']
+
+# %% ../nbs/11_cli.ipynb #a16dc002
+def _add_data_parser(sub):
+    "Add `data fetch` and `data verify` to the subparsers `sub`."
+    d = sub.add_parser("data", help="fetch the study's datasets from their public sources, or verify a copy")
+    ds = d.add_subparsers(dest="data_command", required=True, metavar="{fetch,verify}")
+    f = ds.add_parser("fetch", help="fetch datasets at their pinned commits, verified (resumes; skips verified files)")
+    f.add_argument("names", nargs="*", metavar="NAME", help="datasets (default: every manifest in data/manifests)")
+    f.add_argument("--to", default=None, help="folder to put them in (default: the project's data/)")
+    f.add_argument("--source", default=None, help="source URL template, e.g. file:///mirror/{repository}.git "
+                   "(default: ARTSTUDY_DATA_SOURCE, else https://github.com/{repository}.git)")
+    f.add_argument("--keep-cache", action="store_true", help="keep the git cache (<to>/.git-cache) after success")
+    f.add_argument("--no-progress", action="store_true", help="no progress bar")
+    v = ds.add_parser("verify", help="check copies of datasets against their manifests")
+    v.add_argument("names", nargs="*", metavar="NAME", help="datasets (default: every manifest in data/manifests)")
+    v.add_argument("--root", default=None, help="data root to look in first (default: the usual search)")
+    for p in (f, v): p.add_argument("--manifests", default=None, help="folder of manifests (default: data/manifests)")
+
+def cmd_data(args) -> int:
+    "`data fetch` or `data verify` every dataset named; 1 if any could not be fetched or verified."
+    import time
+    from artstudy.config import dataset_path
+    from artstudy.fetch import FetchError, fetch_dataset, format_report, list_manifests, verify_dataset
+    names, bad, t0 = args.names or list_manifests(args.manifests), 0, time.time()
+    if not names: print(f"error: no manifests in {args.manifests or 'data/manifests'}", file=sys.stderr); return 2
+    for n in names:
+        try:
+            if args.data_command == "fetch":
+                fetch_dataset(n, to=args.to, source=args.source, manifests=args.manifests,
+                              progress=not args.no_progress, keep_cache=args.keep_cache)
+            else:
+                rep = verify_dataset(n, dataset_path(n, root=args.root), args.manifests)
+                print(format_report(rep)); bad += not rep["ok"]
+        except (FetchError, FileNotFoundError) as e: print(f"error: {e}", file=sys.stderr); bad += 1
+    print(f"{args.data_command}: {len(names) - bad} of {len(names)} datasets OK in {time.time() - t0:.0f} s")
+    return 1 if bad else 0
 
 # %% ../nbs/11_cli.ipynb #8dd5c536
 def build_parser() -> argparse.ArgumentParser:
     "The `artstudy` argument parser (subcommands run, collect, report, evaluate)."
     p = argparse.ArgumentParser(prog="python -m artstudy", description="artstudy: ImageNet CNNs transferring to art.")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{run,collect,report,evaluate}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{run,collect,report,evaluate,data}")
     r = sub.add_parser("run", help="execute a study's runs (papermill); finished runs are skipped")
     r.add_argument("config", help="study YAML, e.g. configs/quick.yaml")
     r.add_argument("--dry-run", action="store_true", help="list the runs and their state; execute nothing")
@@ -46,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default=None, help="split to evaluate (default: the evaluation function's)")
     e.add_argument("--on-error", choices=["raise", "skip"], default="raise",
                    help="unreadable images or bad labels: stop and name them (raise), or leave them out with a warning (skip)")
+    _add_data_parser(sub)
     return p
 
 # %% ../nbs/11_cli.ipynb #ed277997
