@@ -407,20 +407,24 @@ _RUNNER_PARAMS = {"STUDY", "RUN_ID", "RUN_DIR"}
 _POSITIVE = {"EPOCHS", "BATCH_SIZE", "IMAGE_SIZE", "K"}
 _COUNTS = {"N_PER_CLASS", "N_VALID_PER_CLASS", "N_IMAGES"}   # None means all
 
-def notebook_params(notebook) -> set[str]:
-    "Names in the `parameters` cell of `notebook`."
-    import papermill as pm
-    return set(pm.inspect_notebook(str(notebook)))
+def notebook_params(notebook) -> dict:
+    "Names in the `parameters` cell of `notebook`, with their default values (None where not a literal)."
+    import ast, papermill as pm
+    def lit(s):
+        try: return ast.literal_eval(s)
+        except (ValueError, SyntaxError, TypeError): return None
+    return {k: lit(v.get("default")) for k, v in pm.inspect_notebook(str(notebook)).items()}
 
 def _is_int(v): return isinstance(v, int) and not isinstance(v, bool)
 
-def _value_problem(k, v) -> str|None:
+def _value_problem(k, v, default=None) -> str|None:
     if k in _POSITIVE and not (_is_int(v) and v >= 1): return f"must be a whole number ≥ 1, got {v!r}"
     if k in _COUNTS and v is not None and not (_is_int(v) and v >= 1):
         return f"must be a whole number ≥ 1 (or null for all), got {v!r}"
     if k == "SEED" and not _is_int(v): return f"must be a whole number, got {v!r}"
-    if k in ("MODE", "THEN") and isinstance(v, str):
+    if k in ("MODE", "THEN") and isinstance(v, str) and isinstance(default, str):   # a notebook of transfer modes
         from .train import MODES
+        if default not in {*MODES, "double"}: return None
         if v not in {*MODES, "double"}:
             near = difflib.get_close_matches(v, [*MODES, "double"], 1)
             return f"{v!r} is not a transfer mode ({', '.join([*MODES, 'double'])})" + (f"; did you mean {near[0]!r}?" if near else "")
@@ -434,13 +438,13 @@ def check_specs(specs:list[RunSpec], limit:int=10) -> None:
     known, probs = {}, {}
     for s in specs:
         if s.notebook not in known: known[s.notebook] = notebook_params(s.notebook)
-        names = known[s.notebook] | _RUNNER_PARAMS
+        names = set(known[s.notebook]) | _RUNNER_PARAMS
         for k, v in s.params.items():
             if k not in names:
                 near = difflib.get_close_matches(k, sorted(names - _RUNNER_PARAMS), 1)
                 msg = (f"unknown parameter {k.lower()!r} for {Path(s.notebook).name}" +
                        (f" (did you mean {near[0].lower()!r}?)" if near else f"; it takes {sorted(n.lower() for n in names)}"))
-            elif (pr := _value_problem(k, v)): msg = f"{k.lower()}: {pr}"
+            elif (pr := _value_problem(k, v, known[s.notebook].get(k))): msg = f"{k.lower()}: {pr}"
             else: continue
             probs.setdefault(msg, []).append(s.run_id)
     if not probs: return

@@ -235,14 +235,14 @@ def test_cli_evaluate_passes_its_arguments(monkeypatch, capsys):
     from artstudy.__main__ import main
     calls = []
     fake = types.ModuleType("artstudy.train")
-    fake.evaluate = lambda checkpoint, data, label=None, out=None, split=None: calls.append(
-        (checkpoint, data, label, out, split)) or {"acc": 0.5}
+    fake.evaluate = lambda checkpoint, data, label=None, out=None, split=None, on_error="raise": calls.append(
+        (checkpoint, data, label, out, split, on_error)) or {"acc": 0.5}
     monkeypatch.setitem(sys.modules, "artstudy.train", fake)
     assert main(["evaluate", "--checkpoint", "m.pth", "--data", "pacs_art", "--out", "o", "--label", "object",
-                 "--split", "test"]) == 0
-    assert calls == [("m.pth", "pacs_art", "object", "o", "test")]
+                 "--split", "test", "--on-error", "skip"]) == 0
+    assert calls == [("m.pth", "pacs_art", "object", "o", "test", "skip")]
     main(["evaluate", "--checkpoint", "m.pth", "--data", "d", "--out", "o"])
-    assert calls[-1] == ("m.pth", "d", None, "o", None)
+    assert calls[-1] == ("m.pth", "d", None, "o", None, "raise")
     assert "0.5" in capsys.readouterr().out
 
 @pytest.mark.parametrize("study,n_runs,per_group", [
