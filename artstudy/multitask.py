@@ -28,7 +28,7 @@ from .data import (ArtDataset, BatchTfm, DatasetError, EvalCollate, ImageItems, 
 from .models import (MultiHeadLinear, backbone_cfg, checkpoint_meta, head_module, load_checkpoint, reinit_upper,
                              save_checkpoint, set_head, split_groups)
 from .train import (BestWeights, ChannelsLastInput, HistoryCSV, classification_report, data_checksums,
-                            default_reinit_block, fit_mode, init_model, interactive, mode_config, opt_func, start_run,
+                            default_reinit_block, fit_mode, hardware_info, init_model, interactive, mode_config, opt_func, start_run,
                             upper_splitter)
 
 # %% auto #0
@@ -128,7 +128,7 @@ def multitask_model(backbone:str, tasks:dict[str, int], pretrained:bool=True, we
 
 # %% ../nbs/04_multitask.ipynb #252c5149
 class MaskedMultiTaskLoss(nn.Module):
-    "Weighted sum of per-task cross-entropies over labelled rows (target -1 = missing); optional learned weights."
+    "Weighted mean of per-task cross-entropies over labelled rows (target -1 = missing); optional learned weights."
     def __init__(self, tasks:list[str], weights:dict|None=None, uncertainty:bool=False, ignore_index:int=-1):
         super().__init__()
         self.tasks, self.ignore_index = list(tasks), ignore_index
@@ -154,10 +154,11 @@ class MaskedMultiTaskLoss(nn.Module):
         if len(preds) != len(self.tasks) or len(targets) != len(self.tasks):
             raise ValueError(f"expected {len(self.tasks)} outputs and targets ({self.tasks}), got {len(preds)} and {len(targets)}")
         ls, present = self._losses(preds, targets)
-        w = torch.tensor(self.weights, device=ls.device)
-        if self.log_vars is None: return (w * ls).sum()
-        # a task without a label in the batch adds nothing, not even its regulariser s_t (which would drift its weight)
-        return (w * present * (torch.exp(-self.log_vars) * ls + self.log_vars)).sum()
+        # weighted *mean* over the tasks labelled in the batch: the body gets the gradient scale of a single-task run
+        # (a sum of 3 losses would give it about 3x, confounding multi-task with a 3x learning rate)
+        w = torch.tensor(self.weights, device=ls.device) * present
+        per_task = ls if self.log_vars is None else torch.exp(-self.log_vars) * ls + self.log_vars
+        return (w * per_task).sum() / w.sum().clamp_min(1e-12)
 
     def activation(self, preds): return tuple(p.softmax(-1) for p in preds)
     def decodes(self, preds): return tuple(p.argmax(-1) for p in preds)
@@ -354,7 +355,7 @@ def train_multitask_run(params:dict|None=None, run_dir=None, **kwargs) -> dict:
     counts = ds.df.groupby("split").size().to_dict()
     runner = read_json(run_dir/"params.json") if (run_dir/"params.json").is_file() else {}   # the batch runner's record
     atomic_write_json(run_dir/"params.json", {**runner, **p, "transfer": cfg, "device": str(dev), "git_commit": git_commit(),
-        "versions": package_versions(), "torch_threads": torch.get_num_threads(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "versions": package_versions(), "torch_threads": torch.get_num_threads(), "hardware": hardware_info(dev), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "data": {"path": str(ds.root), "label": ds.label, "tasks_classes": tc, "n_images": counts,
                  "n_labelled_train": n_labelled, "checksums": data_checksums(ds)}})
     meta = dict(tasks_classes=tc, classes=tc[p["tasks"][0]], label=p["tasks"][0], image_size=p["image_size"],

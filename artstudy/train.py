@@ -31,8 +31,8 @@ __all__ = ['MODES', 'RUN_DEFAULTS', 'FAST_CPU_ENV', 'mode_config', 'opt_func', '
            'fastai_metrics', 'classification_report', 'BestWeights', 'ChannelsLastInput', 'amp_dtype', 'Autocast',
            'init_model', 'upper_splitter', 'build_learner', 'default_reinit_block', 'fit_mode', 'cached_features',
            'weights_hash', 'feature_file', 'split_features', 'fit_cached_head', 'run_params', 'data_checksums',
-           'HistoryCSV', 'predict_probs', 'select_data', 'fast_path_info', 'start_run', 'train_run', 'interactive',
-           'evaluate']
+           'HistoryCSV', 'predict_probs', 'select_data', 'hardware_info', 'fast_path_info', 'start_run', 'train_run',
+           'interactive', 'evaluate']
 
 # %% ../nbs/03_train.ipynb #04a5d8e6
 MODES = {
@@ -361,8 +361,8 @@ def select_data(p:dict) -> ArtDataset:
     ds = load_dataset(dataset_path(p["dataset"], root=p["data_root"]), label=p["label"])
     seed = p["seed"] if p.get("data_seed") is None else p["data_seed"]   # which images; `seed` alone: training randomness too
     if p["classes"] or p["frac"]: ds = subset(ds, classes=p["classes"], frac=p["frac"], seed=seed)
-    if p["n_per_class"] or p["n_valid_per_class"]:
-        n = {"train": p["n_per_class"], "valid": p["n_valid_per_class"], "test": p["n_valid_per_class"]}
+    if p["n_per_class"] or p["n_valid_per_class"]:   # the test split is never reduced: every run is scored on all of it
+        n = {"train": p["n_per_class"], "valid": p["n_valid_per_class"]}
         ds = subset(ds, n_per_class={k: v for k, v in n.items() if v}, seed=seed)
     return ds
 
@@ -378,6 +378,17 @@ def _report(model, ds, split, p, stats, dev, multi, feats=None):
     return classification_report(probs, ys, ds.classes)
 
 FAST_CPU_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736", "OMP_WAIT_POLICY": "PASSIVE"}
+
+def hardware_info(device=None) -> dict:
+    "What a run ran on: CPU model, cores, torch threads, device (and GPU name): bit-identical reruns need the same CPU type."
+    import os, platform
+    cpu = platform.processor()
+    try: cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration): pass
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    return {"cpu": cpu or platform.machine(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "device": str(dev), "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
+            "platform": platform.platform()}
 
 def fast_path_info(channels_last, mixed_precision, device) -> dict:
     "The speed settings of a run: channels-last, autocast dtype, and the process environment of the CPU fast path."
@@ -410,7 +421,7 @@ def train_run(params:dict|None=None, run_dir=None, **kwargs) -> dict:
     runner = read_json(run_dir/"params.json") if (run_dir/"params.json").is_file() else {}   # the batch runner's record
     atomic_write_json(run_dir/"params.json", {**runner, **p, "transfer": cfg, "device": str(dev), "git_commit": git_commit(),
         "fast_path": fast_path_info(p["channels_last"], p["mixed_precision"], dev),
-        "versions": package_versions(), "torch_threads": torch.get_num_threads(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "versions": package_versions(), "torch_threads": torch.get_num_threads(), "hardware": hardware_info(dev), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "data": {"path": str(ds.root), "label": ds.label, "classes": list(ds.classes), "n_images": counts,
                  "checksums": data_checksums(ds)}})
     meta = dict(classes=list(ds.classes), label=ds.label, image_size=p["image_size"], mean=list(stats[0]), std=list(stats[1]),
