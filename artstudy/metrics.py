@@ -9,7 +9,7 @@ runs them all in one pass over a dataset for two checkpoints and caches the tabl
 
 # %% ../nbs/06_metrics.ipynb #80ac88c2
 from __future__ import annotations
-import dataclasses, hashlib, io, json, pickle, time
+import copy, dataclasses, hashlib, io, json, time, warnings
 from pathlib import Path
 from typing import Mapping
 import numpy as np, pandas as pd, torch
@@ -17,12 +17,14 @@ from torch import nn
 import plotly.express as px, plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from .config import atomic_path, atomic_write_json, sha256_file, cache_dir, get_setting, read_json
-from .activations import stream_activations, model_device
+from .activations import stream_activations, model_device, _progress
 
 # %% auto #0
-__all__ = ['relative_change', 'frobenius_change', 'filter_correlation', 'conv_kernels', 'weight_changes', 'block_weight_change',
-           'run_weight_change', 'linear_cka', 'CKAAccumulator', 'TopK', 'dead_kernels', 'topk_overlap', 'class_entropy',
-           'class_means', 'domain_distance', 'imagenet_features', 'domain_similarity', 'analysis_pass', 'compare',
+__all__ = ['relative_change', 'frobenius_change', 'filter_correlation', 'conv_kernels', 'weight_changes', 'bn_changes',
+           'block_weight_change', 'run_weight_change', 'linear_cka', 'gram', 'cka_null', 'CKAAccumulator', 'TopK',
+           'dead_kernels', 'topk_overlap', 'class_entropy', 'null_summary', 'overlap_chance', 'overlap_null',
+           'entropy_change', 'entropy_change_null', 'class_means', 'domain_distance', 'imagenet_features',
+           'domain_similarity', 'recalibrate_bn', 'analysis_pass', 'save_result', 'load_result', 'compare',
            'plot_layer_curves', 'plot_channel_boxes', 'plot_entropy_overlap', 'plot_topk_grid']
 
 # %% ../nbs/06_metrics.ipynb #fb1b52e0
@@ -97,23 +99,53 @@ def _weight_tables(arrs:dict, depth:dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     return tidy, pd.DataFrame(summ)
 
 # %% ../nbs/06_metrics.ipynb #3363dc2e
+def bn_changes(sd0, sd1) -> pd.DataFrame:
+    "Per BatchNorm module of state dicts `sd0`→`sd1`: ‖Δγ‖, ‖γ0‖, ‖Δβ‖, ‖β0‖ (pool with √Σ², divide for relative)."
+    sd0, sd1 = _state_dict(sd0), _state_dict(sd1)
+    rows = []
+    for k in sd0:
+        if not k.endswith(".running_mean") or k[:-13] + ".weight" not in sd0: continue
+        m = k[:-13]; r = dict(module=m)
+        for p, name in (("weight", "gamma"), ("bias", "beta")):
+            a, b = sd0[f"{m}.{p}"].detach().double().cpu(), sd1[f"{m}.{p}"].detach().double().cpu()
+            r[f"d{name}"], r[f"{name}0"] = (b - a).norm().item(), a.norm().item()
+        rows.append(r)
+    return pd.DataFrame(rows, columns=["module", "dgamma", "gamma0", "dbeta", "beta0"])
+
+def _pooled_bn(bn:pd.DataFrame, under) -> dict:
+    "Relative (and absolute) γ and β change pooled over the BN modules selected by `under(name)`."
+    s = bn[[under(m) for m in bn.module]]
+    rel = lambda d, n: float(np.sqrt((s[d]**2).sum()) / np.sqrt((s[n]**2).sum())) if len(s) and (s[n]**2).sum() > 0 else float("nan")
+    ab = lambda d: float(np.sqrt((s[d]**2).sum())) if len(s) else float("nan")
+    return dict(bn_gamma_change=rel("dgamma", "gamma0"), bn_beta_change=rel("dbeta", "beta0"),   # β0 = 0 at init: NaN
+                bn_gamma_abs=ab("dgamma"), bn_beta_abs=ab("dbeta"))
+
 def block_weight_change(sd0, sd1, blocks:list[str]) -> pd.DataFrame:
-    "Relative Frobenius change of the conv kernels of each of `blocks` (plus `stem` before and `head` after them)."
-    _, summ = weight_changes(sd0, sd1)
+    "Weight change of each of `blocks` (plus `stem` before and `head` after): absolute, relative, median D_k, BN γ/β."
+    tidy, summ = weight_changes(sd0, sd1)
     inside = lambda n: next((b for b in blocks if n == b or n.startswith(b + ".")), None)
     part = [inside(n) for n in summ.layer]
     if all(p is None for p in part): raise KeyError(f"no conv kernel under any of {blocks}")
     first = next(i for i, p in enumerate(part) if p is not None)
-    part = [p if p is not None else ("stem" if i < first else "head") for i, p in enumerate(part)]
+    part = dict(zip(summ.layer, [p if p is not None else ("stem" if i < first else "head") for i, p in enumerate(part)]))
+    dk, bn = tidy[tidy.metric == "relative_change"], bn_changes(sd0, sd1)
+    bn_part = lambda m: inside(m) or ("stem" if _before(m, summ.layer.iloc[first], sd0) else "head")
     rows = []
     for name in dict.fromkeys(["stem", *blocks, "head"]):
-        s = summ[[p == name for p in part]]
+        s = summ[[part[l] == name for l in summ.layer]]
         if s.empty: continue
         fro, n0 = float(np.sqrt((s.frobenius**2).sum())), float(np.sqrt((s.norm0**2).sum()))
         rows.append(dict(block=name, depth=len(rows), n_kernels=len(s), frobenius=fro,
                          relative_frobenius=fro / n0 if n0 > 0 else float("nan"),
-                         mean_relative_change=float((s.mean_relative_change * s.n_channels).sum() / s.n_channels.sum())))
+                         mean_relative_change=float((s.mean_relative_change * s.n_channels).sum() / s.n_channels.sum()),
+                         median_relative_change=float(dk[dk.layer.isin(s.layer)].value.median()),
+                         **_pooled_bn(bn, lambda m: bn_part(m) == name)))
     return pd.DataFrame(rows)
+
+def _before(module:str, first_conv:str, sd) -> bool:
+    "Whether `module`'s parameters come before `first_conv`'s in the state dict's order."
+    keys = list(_state_dict(sd))
+    return keys.index(f"{module}.weight") < keys.index(f"{first_conv}.weight")
 
 def run_weight_change(run, start:str="init.pth", end:str="model.pth") -> pd.DataFrame:
     "Per-block weight change of a run folder from `start` to `end` weights; cached in the folder as `weight_change.csv`."
@@ -132,14 +164,52 @@ def run_weight_change(run, start:str="init.pth", end:str="model.pth") -> pd.Data
 def _f64(a) -> torch.Tensor:
     return a.detach().to("cpu", torch.float64) if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a), dtype=torch.float64)
 
-def linear_cka(X, Y) -> float:
-    "Linear CKA between `(n, c1)` and `(n, c2)` arrays or tensors, in float64."
+def _pair(X, Y) -> tuple[torch.Tensor, torch.Tensor]:
+    "Both as column-centred float64 `(n, c)` tensors with the same n."
     X, Y = _f64(X), _f64(Y)
     if X.ndim != 2 or Y.ndim != 2 or X.shape[0] != Y.shape[0]:
         raise ValueError(f"expected (n, c) arrays with the same n, got {tuple(X.shape)} and {tuple(Y.shape)}")
-    X, Y = X - X.mean(0), Y - Y.mean(0)
-    den = torch.linalg.matrix_norm(X.T @ X) * torch.linalg.matrix_norm(Y.T @ Y)
-    return (torch.linalg.matrix_norm(Y.T @ X)**2 / den).item() if den > 0 else float("nan")
+    return X - X.mean(0), Y - Y.mean(0)
+
+def _hsic_u(tr_kl, dk, dl, rk, rl, n) -> torch.Tensor:
+    "Song et al. (2012) unbiased HSIC from tr(KL), the diagonals and the off-diagonal row sums of K and L."
+    if n < 4: raise ValueError(f"the debiased estimator needs at least 4 images, got {n}")
+    t = tr_kl - (dk * dl).sum()
+    return (t + rk.sum() * rl.sum() / ((n - 1) * (n - 2)) - 2 * (rk @ rl) / (n - 2)) / (n * (n - 3))
+
+def linear_cka(X, Y, debiased:bool=True) -> float:
+    "Linear CKA of `(n, c1)` and `(n, c2)` features in float64: debiased (Song et al. 2012 HSIC) or the biased original."
+    X, Y = _pair(X, Y); n = X.shape[0]
+    a, b = (X * X).sum(1), (Y * Y).sum(1)                  # Gram diagonals; centred rows sum to 0, so the row sums
+    xy, xx, yy = [(v.T @ u).square().sum() for u, v in ((X, Y), (X, X), (Y, Y))]   # off the diagonal are −a and −b
+    if debiased: num, dx, dy = _hsic_u(xy, a, b, -a, -b, n), _hsic_u(xx, a, a, -a, -a, n), _hsic_u(yy, b, b, -b, -b, n)
+    else: num, dx, dy = xy, xx, yy
+    return (num / (dx * dy).sqrt()).item() if dx > 0 and dy > 0 else float("nan")
+
+# %% ../nbs/06_metrics.ipynb #1984e059
+def gram(X) -> torch.Tensor:
+    "Linear Gram matrix `X Xᵀ` (n×n, float64) of `(n, c)` features, columns centred first (CKA ignores the mean)."
+    X = _f64(X)
+    if X.ndim != 2: raise ValueError(f"expected (n, c) features, got shape {tuple(X.shape)}")
+    X = X - X.mean(0)
+    return X @ X.T
+
+def _gram_hsic(K, L, debiased:bool, perm=None) -> torch.Tensor:
+    "HSIC of two Gram matrices of centred features (up to a constant factor), with L's images reordered by `perm`."
+    if perm is not None: L = L[perm][:, perm]
+    tr = (K * L).sum()
+    if not debiased: return tr
+    dk, dl = K.diagonal(), L.diagonal()
+    return _hsic_u(tr, dk, dl, K.sum(0) - dk, L.sum(0) - dl, K.shape[0])
+
+def cka_null(K, L, n_perm:int=200, seed:int=0, debiased:bool=True) -> np.ndarray:
+    "CKA of Gram matrices `K` and `L` with the images of `L` shuffled, `n_perm` times: the value of unrelated pairings."
+    K, L = _f64(K), _f64(L)
+    if K.shape != L.shape or K.ndim != 2: raise ValueError(f"expected two n×n Gram matrices, got {tuple(K.shape)} and {tuple(L.shape)}")
+    den = (_gram_hsic(K, K, debiased) * _gram_hsic(L, L, debiased)).sqrt()
+    if not den > 0: return np.full(n_perm, np.nan)
+    g = torch.Generator().manual_seed(seed)
+    return np.array([(_gram_hsic(K, L, debiased, torch.randperm(len(K), generator=g)) / den).item() for _ in range(n_perm)])
 
 # %% ../nbs/06_metrics.ipynb #a630d336
 class CKAAccumulator:
@@ -235,6 +305,47 @@ def class_entropy(idx, labels, n_classes:int|None=None) -> torch.Tensor:
     h = -(torch.where(p > 0, p * p.log2(), torch.zeros_like(p))).sum(1) / np.log2(C)
     return torch.where(tot[:, 0] > 0, h, torch.full_like(h, float("nan")))
 
+# %% ../nbs/06_metrics.ipynb #1785209f
+def null_summary(obs:float, null, alternative:str="greater") -> dict:
+    "5th/95th percentiles of a permutation `null` and the p-value (1 + #as extreme)/(1 + #null) of `obs`."
+    null = np.asarray(null, dtype=np.float64); null = null[np.isfinite(null)]
+    if not len(null) or not np.isfinite(obs): return dict(q05=np.nan, q95=np.nan, p=np.nan)
+    c = np.median(null)
+    hits = {"greater": null >= obs, "less": null <= obs, "two-sided": np.abs(null - c) >= abs(obs - c)}
+    if alternative not in hits: raise ValueError(f"alternative must be one of {list(hits)}, got {alternative!r}")
+    return dict(q05=float(np.quantile(null, 0.05)), q95=float(np.quantile(null, 0.95)),
+                p=float((1 + hits[alternative].sum()) / (1 + len(null))))
+
+def _nanmean(v) -> float:
+    v = np.asarray(v, dtype=np.float64)
+    return float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+
+def overlap_chance(idx_a, idx_b, n_images:int) -> float:
+    "Expected layer-mean overlap of unrelated sets: min(|A|,|B|)/N per channel (k/N for full sets), averaged."
+    na, nb = (torch.as_tensor(idx_a) >= 0).sum(1).double(), (torch.as_tensor(idx_b) >= 0).sum(1).double()
+    ok = torch.maximum(na, nb) > 0
+    return (torch.minimum(na, nb)[ok] / n_images).mean().item() if ok.any() else float("nan")
+
+def overlap_null(idx_a, idx_b, n_images:int, n_perm:int=200, seed:int=0) -> np.ndarray:
+    "Layer-mean top-k overlap with B's images relabelled by a random permutation (one for all channels), `n_perm` times."
+    a, b = torch.as_tensor(idx_a).long(), torch.as_tensor(idx_b).long()
+    g = torch.Generator().manual_seed(seed); out = []
+    for _ in range(n_perm):
+        p = torch.randperm(n_images, generator=g)
+        out.append(_nanmean(topk_overlap(a, torch.where(b >= 0, p[b.clamp_min(0)], b)).numpy()))
+    return np.array(out)
+
+def entropy_change(idx_a, idx_b, labels, n_classes:int|None=None) -> float:
+    "Layer-mean class entropy of B's top-k sets minus A's."
+    return _nanmean(class_entropy(idx_b, labels, n_classes).numpy()) - _nanmean(class_entropy(idx_a, labels, n_classes).numpy())
+
+def entropy_change_null(idx_a, idx_b, labels, n_classes:int|None=None, n_perm:int=200, seed:int=0) -> np.ndarray:
+    "`entropy_change` with the labels shuffled across images, `n_perm` times."
+    labels = torch.as_tensor(np.asarray(labels)).long()
+    C = int(n_classes or labels.max().item() + 1)
+    g = torch.Generator().manual_seed(seed)
+    return np.array([entropy_change(idx_a, idx_b, labels[torch.randperm(len(labels), generator=g)], C) for _ in range(n_perm)])
+
 # %% ../nbs/06_metrics.ipynb #c1f630c2
 def class_means(feats, labels) -> tuple[np.ndarray, np.ndarray]:
     "Mean feature per class present in `labels` and the class frequencies (summing to 1)."
@@ -273,8 +384,29 @@ def domain_similarity(source, target, split:str|None="train", gamma:float=0.01, 
     return dict(source=source.name, target=target.name, source_classes=len(np.unique(ys)), target_classes=len(np.unique(yt)),
                 n_source=len(ys), n_target=len(yt), emd=emd, similarity=sim, gamma=gamma)
 
+# %% ../nbs/06_metrics.ipynb #d90dbb8b
+def recalibrate_bn(model:nn.Module, loader, n_batches:int|None=None, device=None, progress:bool=False) -> nn.Module:
+    "Reset `model`'s BatchNorm running statistics and re-estimate them (cumulative average) on `loader`; no weight changes."
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not bns: raise ValueError("the model has no BatchNorm layer with running statistics to recalibrate")
+    was, moms = model.training, [m.momentum for m in bns]
+    dev = torch.device(device) if device is not None else model_device(model)
+    model.to(dev).eval()                                   # dropout and everything else in eval mode
+    seen = 0
+    try:
+        for m in bns: m.reset_running_stats(); m.momentum = None; m.train()
+        with torch.no_grad():
+            for i, batch in enumerate(_progress(loader, progress)):
+                if n_batches is not None and i >= n_batches: break
+                model(batch[0].to(dev)); seen += len(batch[0])
+    finally:
+        for m, mo in zip(bns, moms): m.momentum = mo
+        model.train(was)
+    if not seen: raise ValueError("the calibration loader gave no images: BN statistics are reset, not re-estimated")
+    return model
+
 # %% ../nbs/06_metrics.ipynb #b18d90fc
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 
 def _resolve_ckpt(run, other=None):
     "A checkpoint path (or the module itself) for `run`."
@@ -315,85 +447,174 @@ def _subset(ds, split, n_images, seed=0):
         ds = dataclasses.replace(ds, df=ds.df.iloc[keep].reset_index(drop=True))
     return ds
 
-def analysis_pass(model_a, model_b, loader, layers, k:int=100, progress:bool=True) -> dict:
-    "One streaming pass: per-layer `CKAAccumulator` and `TopK` for both models, plus the labels seen."
-    acc = {l: CKAAccumulator() for l in layers}
-    tk = {l: (TopK(k), TopK(k)) for l in layers}
+def analysis_pass(model_a, model_b, loader, layers, k:int=100, progress:bool=True, control=None, spatial:int=0) -> dict:
+    "One pass feeding each batch to A, B (and a `control`): pooled features, `TopK` sets and spatial samples per layer."
+    models = {"a": model_a, "b": model_b, **({"ctrl": control} if control is not None else {})}
+    feats = {m: {l: [] for l in layers} for m in models}; sp = {m: {l: [] for l in layers} for m in models}
+    tk = {l: {m: TopK(k) for m in models} for l in layers}
     ys = []
-    for acts, y in stream_activations({"a": model_a, "b": model_b}, loader, layers, progress=progress):
-        for l in layers:
-            (ga, ra), (gb, rb) = acts["a"][l], acts["b"][l]
-            acc[l].update(ga, gb); tk[l][0].update(ra); tk[l][1].update(rb)
+    for acts, y in stream_activations(models, loader, layers, progress=progress, spatial=spatial):
+        for m in models:
+            for l in layers:
+                feats[m][l].append(acts[m][l][0].cpu()); tk[l][m].update(acts[m][l][1])
+                if spatial: sp[m][l].append(acts[m][l][2].flatten(0, 1).cpu())
         ys.append(torch.as_tensor(y).cpu())
-    return dict(cka=acc, topk=tk, labels=torch.cat(ys) if ys else torch.empty(0))
+    cat = lambda d: {m: {l: torch.cat(v) if v else torch.empty(0) for l, v in dl.items()} for m, dl in d.items()}
+    return dict(feats=cat(feats), spatial=cat(sp) if spatial else None, topk=tk,
+                labels=torch.cat(ys) if ys else torch.empty(0))
 
-def _tables(model_a, model_b, res, layers, k, n_classes) -> dict:
-    "Assemble the tidy result tables from an `analysis_pass`."
+# %% ../nbs/06_metrics.ipynb #967301f2
+_PAIRS = {"": ("a", "b"), "_ctrl_b": ("ctrl", "b"), "_a_ctrl": ("a", "ctrl")}   # column suffix → (reference, compared)
+
+def _cka_columns(res, layer, n_perm:int, seed:int) -> dict:
+    "Debiased CKA with its permutation mean and 95th percentile (and biased, spatial) for each model pair present."
+    F, out = res["feats"], {}
+    grams = {m: gram(F[m][layer]) for m in F} if n_perm else {}
+    for suf, (x, y) in _PAIRS.items():
+        if x not in F or y not in F: continue
+        null = cka_null(grams[x], grams[y], n_perm, seed) if n_perm else np.full(1, np.nan)
+        out.update({f"cka{suf}": linear_cka(F[x][layer], F[y][layer]), f"cka_perm_mean{suf}": _nanmean(null),
+                    f"cka_perm_q95{suf}": float(np.nanquantile(null, 0.95)) if np.isfinite(null).any() else np.nan,
+                    f"cka_biased{suf}": linear_cka(F[x][layer], F[y][layer], debiased=False)})
+        if res.get("spatial"): out[f"cka_spatial{suf}"] = linear_cka(res["spatial"][x][layer], res["spatial"][y][layer])
+    return out
+
+def _topk_columns(ia, ib, labels, n_classes, n_perm:int, seed:int, single:bool) -> dict:
+    "Top-k overlap against chance and its permutation null; class entropies, their change and its label-permutation null."
+    N, ov = len(labels), topk_overlap(ia, ib).numpy()
+    null = overlap_null(ia, ib, N, n_perm, seed)
+    on, lo = null_summary(_nanmean(ov), null, "greater"), null_summary(_nanmean(ov), null, "less")
+    r = dict(overlap_mean=_nanmean(ov), overlap_chance=overlap_chance(ia, ib, N), overlap_null_q05=on["q05"],
+             overlap_null_q95=on["q95"], overlap_p=on["p"], overlap_p_lower=lo["p"])
+    ea = class_entropy(ia, labels, n_classes).numpy() if single else np.full(len(ov), np.nan)
+    eb = class_entropy(ib, labels, n_classes).numpy() if single else np.full(len(ov), np.nan)
+    d = _nanmean(eb) - _nanmean(ea)
+    en = null_summary(d, entropy_change_null(ia, ib, labels, n_classes, n_perm, seed), "two-sided") if single \
+        else dict(q05=np.nan, q95=np.nan, p=np.nan)
+    r.update(entropy_a=_nanmean(ea), entropy_b=_nanmean(eb), entropy_change=d, entropy_null_q05=en["q05"],
+             entropy_null_q95=en["q95"], entropy_p=en["p"])
+    return r, dict(overlap=ov, entropy_a=ea, entropy_b=eb)
+
+# %% ../nbs/06_metrics.ipynb #561c9395
+def _weight_columns(model_b, arrs:dict, bn:pd.DataFrame, sd0, layer:str, C:int) -> tuple[dict, np.ndarray]:
+    "Weight change of a layer's kernels (or of the conv producing its channels): ‖ΔW‖, relative, mean/median D_k, BN γ/β."
+    prod = _producer_conv(model_b, layer, C)
+    convs = conv_kernels(sd0, [layer]) or ([prod] if prod else [])   # a BN/activation layer: its producing conv
+    fro = float(np.sqrt(sum(arrs[c][2]**2 for c in convs))) if convs else np.nan
+    n0 = float(np.sqrt(sum(arrs[c][3]**2 for c in convs))) if convs else np.nan
+    dk_all = np.concatenate([arrs[c][0] for c in convs]) if convs else np.array([np.nan])
+    under = lambda m: m == layer or m.startswith(layer + ".")
+    return dict(frobenius=fro, relative_frobenius=fro / n0 if n0 and n0 > 0 else np.nan,
+                mean_relative_change=_nanmean(dk_all), median_relative_change=float(np.nanmedian(dk_all)) if np.isfinite(dk_all).any() else np.nan,
+                **_pooled_bn(bn, under), producer=prod), (arrs[prod][0] if prod in arrs else np.full(C, np.nan))
+
+def _tables(model_a, model_b, res, layers, k, n_classes, n_perm:int=200, seed:int=0) -> dict:
+    "Assemble the result tables from an `analysis_pass`: weights, per-layer records with their nulls, per-channel values."
     sd0, sd1 = model_a.state_dict(), model_b.state_dict()
-    names = conv_kernels(sd0)
-    arrs = _weight_arrays(sd0, sd1, names)
+    names = conv_kernels(sd0); arrs = _weight_arrays(sd0, sd1, names); bn = bn_changes(sd0, sd1)
     wtidy, wsumm = _weight_tables(arrs, {n: i for i, n in enumerate(names)})
-    labels = res["labels"]
-    single = labels.ndim == 1 and len(labels) > 0
-    nanmean = lambda v: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+    labels = res["labels"]; single = labels.ndim == 1 and len(labels) > 0
     rows, chans, topk = [], [], {}
     for depth, l in enumerate(layers):
-        (ia, _), (ib, _) = res["topk"][l][0].result(), res["topk"][l][1].result()
-        C = ia.shape[0]
-        topk[l] = {"a": ia.numpy().astype(np.int32), "b": ib.numpy().astype(np.int32)}
-        ov = topk_overlap(ia, ib).numpy()
-        ea = class_entropy(ia, labels, n_classes).numpy() if single else np.full(C, np.nan)
-        eb = class_entropy(ib, labels, n_classes).numpy() if single else np.full(C, np.nan)
-        da, db = dead_kernels(res["topk"][l][0]).numpy(), dead_kernels(res["topk"][l][1]).numpy()
-        prod = _producer_conv(model_b, l, C)
-        convs = conv_kernels(sd0, [l]) or ([prod] if prod else [])  # a BN/activation layer: its producing conv
-        fro = float(np.sqrt(sum(arrs[c][2]**2 for c in convs))) if convs else np.nan
-        n0 = float(np.sqrt(sum(arrs[c][3]**2 for c in convs))) if convs else np.nan
-        dk_all = np.concatenate([arrs[c][0] for c in convs]) if convs else np.array([np.nan])
-        dk = arrs[prod][0] if prod in arrs else np.full(C, np.nan)
-        rows.append(dict(layer=l, depth=depth, n_channels=C, cka=res["cka"][l].value(), frobenius=fro,
-                         relative_frobenius=fro / n0 if n0 and n0 > 0 else np.nan, mean_relative_change=nanmean(dk_all),
-                         mean_overlap=nanmean(ov), mean_entropy_a=nanmean(ea), mean_entropy_b=nanmean(eb),
-                         dead_a=int(da.sum()), dead_b=int(db.sum()), producer=prod))
-        for metric, v in (("overlap", ov), ("entropy_a", ea), ("entropy_b", eb), ("dead_a", da.astype(float)),
-                          ("dead_b", db.astype(float)), ("relative_change", dk)):
-            chans.append(pd.DataFrame(dict(layer=l, depth=depth, channel=np.arange(C), metric=metric, value=v)))
+        idx = {m: t.result()[0] for m, t in res["topk"][l].items()}
+        C = idx["a"].shape[0]
+        topk[l] = {m: v.numpy().astype(np.int32) for m, v in idx.items()}
+        tcols, per = _topk_columns(idx["a"], idx["b"], labels, n_classes, n_perm, seed, single)
+        wcols, dk = _weight_columns(model_b, arrs, bn, sd0, l, C)
+        da, db = dead_kernels(res["topk"][l]["a"]).numpy(), dead_kernels(res["topk"][l]["b"]).numpy()
+        row = dict(layer=l, depth=depth, n_images=len(labels), k=k, n_channels=C, **_cka_columns(res, l, n_perm, seed),
+                   **tcols, **wcols, dead_a=int(da.sum()), dead_b=int(db.sum()))
+        if "ctrl" in idx:
+            per["overlap_ctrl_b"] = topk_overlap(idx["ctrl"], idx["b"]).numpy()
+            row.update(overlap_ctrl_b=_nanmean(per["overlap_ctrl_b"]), overlap_a_ctrl=_nanmean(topk_overlap(idx["a"], idx["ctrl"]).numpy()),
+                       entropy_ctrl=_nanmean(class_entropy(idx["ctrl"], labels, n_classes).numpy()) if single else np.nan)
+        row.update(mean_overlap=row["overlap_mean"], mean_entropy_a=row["entropy_a"], mean_entropy_b=row["entropy_b"])
+        rows.append(row)
+        per.update(dead_a=da.astype(float), dead_b=db.astype(float), relative_change=dk)
+        chans += [pd.DataFrame(dict(layer=l, depth=depth, channel=np.arange(C), metric=m, value=v)) for m, v in per.items()]
     return dict(weights=wtidy, weight_layers=wsumm, layers=pd.DataFrame(rows),
                 channels=pd.concat(chans, ignore_index=True), topk=topk, labels=labels.numpy())
 
+# %% ../nbs/06_metrics.ipynb #22c6e2eb
+_FRAMES = ("weights", "weight_layers", "layers", "channels")
+
+def save_result(path, out:dict) -> Path:
+    "Write a `compare` result atomically as one `.npz` of plain arrays (no pickle) with a JSON manifest inside."
+    arrays, frames = {}, {}
+    for name in _FRAMES:
+        df, obj = out[name], {}
+        for i, col in enumerate(df.columns):
+            if pd.api.types.is_numeric_dtype(df[col]) or pd.api.types.is_bool_dtype(df[col]):
+                arrays[f"frame::{name}::{i}"] = df[col].to_numpy()
+            else: obj[col] = df[col].tolist()   # strings (object or pandas' str dtype), None: JSON
+        frames[name] = dict(columns=list(map(str, df.columns)), object=obj)
+    for l, d in out["topk"].items():
+        for m, v in d.items(): arrays[f"topk::{l}::{m}"] = np.asarray(v)
+    arrays["labels"] = np.asarray(out["labels"])
+    man = dict(version=_CACHE_VERSION, key=out["key"], frames=frames, topk={l: list(d) for l, d in out["topk"].items()},
+               files=list(out["files"]), classes=list(out["classes"]), meta=out["meta"])
+    arrays["manifest"] = np.frombuffer(json.dumps(man, default=str).encode(), dtype=np.uint8)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f: np.savez(f, **arrays)
+    return Path(path)
+
+def load_result(path, key:str|None=None) -> dict|None:
+    "A result saved by `save_result`, or None when the file is missing, unreadable, of another version or another key."
+    if not Path(path).is_file(): return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            man = json.loads(z["manifest"].tobytes().decode())
+            if man.get("version") != _CACHE_VERSION or (key is not None and man.get("key") != key): return None
+            out = {}
+            for name, fr in man["frames"].items():
+                cols = {c: (fr["object"][c] if c in fr["object"] else z[f"frame::{name}::{i}"]) for i, c in enumerate(fr["columns"])}
+                out[name] = pd.DataFrame(cols, columns=fr["columns"])
+            out["topk"] = {l: {m: z[f"topk::{l}::{m}"] for m in ms} for l, ms in man["topk"].items()}
+            out.update(labels=z["labels"], files=man["files"], classes=man["classes"], key=man["key"], meta=man["meta"])
+            return out
+    except Exception as e:   # unreadable or tampered: recompute
+        warnings.warn(f"ignoring the unreadable analysis cache {path} ({type(e).__name__}: {e}); recomputing", stacklevel=2)
+        return None
+
+# %% ../nbs/06_metrics.ipynb #d41c8352
+def _control(model_a, ds, n_calib:int|None, size, bs, stats, seed:int=0, progress:bool=False) -> nn.Module:
+    "A copy of `model_a` with BN statistics re-estimated on `n_calib` training images of `ds` (no weight update)."
+    from artstudy.data import eval_loader
+    calib = _subset(ds, "train", n_calib, seed)
+    if not len(calib.df): raise ValueError(f"dataset {getattr(ds, 'name', '')!r} has no train images for the BN control; pass control=False")
+    return recalibrate_bn(copy.deepcopy(model_a), eval_loader(calib, split=None, size=size, bs=bs, stats=stats), progress=progress)
+
 def compare(run_a, run_b, dataset, layers=None, k:int=100, split:str|None="valid", n_images:int|None=None,
-            cache:bool=True, size:int|None=None, bs:int|None=None, progress:bool=True, cache_folder=None) -> dict:
-    "All metrics between two checkpoints on `dataset`, in one pass; cached in `run_b`'s `analysis/` folder."
+            cache:bool=True, size:int|None=None, bs:int|None=None, progress:bool=True, cache_folder=None,
+            control:bool=False, n_calib:int|None=700, n_perm:int=200, spatial:int=0, seed:int=0) -> dict:
+    "All metrics between two checkpoints on `dataset` in one pass, with nulls (and a BN control); cached safely in `run_b`."
     ck_a, ck_b = _resolve_ckpt(run_a, run_b), _resolve_ckpt(run_b)
     from artstudy.data import load_dataset, eval_loader
     from artstudy.models import analysis_layers, backbone_cfg
-    ds = dataset if hasattr(dataset, "df") else load_dataset(dataset)
-    ds = _subset(ds, split, n_images)
+    full = dataset if hasattr(dataset, "df") else load_dataset(dataset)
+    ds = _subset(full, split, n_images)
     files = [str(f) for f in ds.files()]
     size, bs = int(get_setting("image_size", size)), int(get_setting("batch_size", bs))
     model_a, h_a = _load(ck_a); model_b, h_b = _load(ck_b)
     layers = list(layers) if layers is not None else analysis_layers(model_b)
     desc = dict(version=_CACHE_VERSION, a=h_a, b=h_b, dataset=getattr(ds, "name", ""), split=split, n_images=len(files),
-                files=hashlib.sha256("\n".join(files).encode()).hexdigest(), label=getattr(ds, "label", None),
-                k=k, layers=layers, size=size)
+                files=hashlib.sha256("\n".join(files).encode()).hexdigest(), label=getattr(ds, "label", None), k=k,
+                layers=layers, size=size, control=control, n_calib=n_calib if control else None, n_perm=n_perm,
+                spatial=spatial, seed=seed)
     key = hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:16]
     folder = (Path(cache_folder) if cache_folder else
               cache_dir() / "analysis" if isinstance(ck_b, nn.Module) else Path(ck_b).parent / "analysis")
-    pkl = folder / f"{key}.pkl"
-    if cache and pkl.is_file():
-        with open(pkl, "rb") as f: return pickle.load(f)
-    cfg = backbone_cfg(model_b)
-    loader = eval_loader(ds, split=None, size=size, bs=bs, stats=(cfg["mean"], cfg["std"]))
+    if cache and (hit := load_result(folder / f"{key}.npz", key)) is not None: return hit
+    cfg = backbone_cfg(model_b); stats = (cfg["mean"], cfg["std"])
     t0 = time.time()
-    res = analysis_pass(model_a, model_b, loader, layers, k=k, progress=progress)
-    out = _tables(model_a, model_b, res, layers, k, len(ds.classes))
+    ctrl = _control(model_a, full, n_calib, size, bs, stats, seed, progress) if control else None
+    loader = eval_loader(ds, split=None, size=size, bs=bs, stats=stats)
+    res = analysis_pass(model_a, model_b, loader, layers, k=k, progress=progress, control=ctrl, spatial=spatial)
+    out = _tables(model_a, model_b, res, layers, k, len(ds.classes), n_perm, seed)
     out.update(files=files, classes=list(ds.classes), key=key,
                meta=dict(desc, run_a=str(ck_a) if not isinstance(ck_a, nn.Module) else "<module>",
                          run_b=str(ck_b) if not isinstance(ck_b, nn.Module) else "<module>", seconds=time.time() - t0))
-    if cache:
-        with atomic_path(pkl) as tmp:
-            with open(tmp, "wb") as f: pickle.dump(out, f, protocol=pickle.HIGHEST_PROTOCOL)
-        atomic_write_json(folder / f"{key}.json", out["meta"])
+    if cache: save_result(folder / f"{key}.npz", out); atomic_write_json(folder / f"{key}.json", out["meta"])
     return out
 
 # %% ../nbs/06_metrics.ipynb #4063f73a

@@ -35,7 +35,7 @@ def models(run): return load_checkpoint(run / "init.pth").eval(), load_checkpoin
 def test_run_comparison_reads_the_run_and_caches(run, res):
     assert find_runs(run.parent) == {"tiny": run}
     assert res["meta"]["size"] == 48 and res["meta"]["n_images"] == 16 and res["meta"]["k"] == 5
-    assert len(list((run / "analysis").glob("*.pkl"))) == 1
+    assert len(list((run / "analysis").glob("*.npz"))) == 1
     assert run_comparison(run, "init", k=5, n_images=16)["key"] == res["key"]  # read back from the cache
 
 def test_channel_table_and_sorting(res):

@@ -6,7 +6,9 @@ from scipy.optimize import linprog
 from artstudy.activations import Hooks, stream_activations
 from artstudy.metrics import (CKAAccumulator, TopK, class_entropy, compare, dead_kernels, domain_distance,
                               filter_correlation, frobenius_change, linear_cka, relative_change, topk_overlap,
-                              weight_changes)
+                              weight_changes, gram, cka_null, overlap_null, overlap_chance, entropy_change,
+                              entropy_change_null, null_summary, recalibrate_bn, block_weight_change, bn_changes,
+                              save_result, load_result)
 
 LAYERS = [f"blocks.{i}" for i in range(7)] + ["conv_head"]
 
@@ -27,13 +29,50 @@ def _cka_numpy(X, Y):
     K, L = H @ X @ X.T @ H, H @ Y @ Y.T @ H
     return np.sum(K * L) / np.sqrt(np.sum(K * K) * np.sum(L * L))
 
+def _hsic_u_numpy(K, L):
+    "Song et al. (2012) eq. 5, written out on uncentred Gram matrices with explicit zeroed diagonals."
+    n = len(K); K, L = K.copy(), L.copy(); np.fill_diagonal(K, 0); np.fill_diagonal(L, 0)
+    one = np.ones(n)
+    return (np.trace(K @ L) + (one @ K @ one) * (one @ L @ one) / ((n - 1) * (n - 2))
+            - 2 / (n - 2) * one @ K @ L @ one) / (n * (n - 3))
+
+def _dcka_numpy(X, Y):
+    X, Y = np.asarray(X, np.float64), np.asarray(Y, np.float64)
+    K, L = X @ X.T, Y @ Y.T
+    return _hsic_u_numpy(K, L) / np.sqrt(_hsic_u_numpy(K, K) * _hsic_u_numpy(L, L))
+
 @pytest.mark.parametrize("n,c1,c2", [(30, 5, 7), (10, 40, 3), (200, 16, 16)])
 def test_cka_matches_numpy(n, c1, c2):
     rng = np.random.default_rng(n)
-    X = rng.normal(size=(n, c1)); Y = X[:, :1] @ rng.normal(size=(1, c2)) + rng.normal(size=(n, c2))
-    assert linear_cka(X, Y) == pytest.approx(_cka_numpy(X, Y), rel=1e-10)
-    assert linear_cka(torch.tensor(X, dtype=torch.float32), torch.tensor(Y, dtype=torch.float32)) == \
+    X = rng.normal(size=(n, c1)) + 3; Y = X[:, :1] @ rng.normal(size=(1, c2)) + rng.normal(size=(n, c2))
+    assert linear_cka(X, Y, debiased=False) == pytest.approx(_cka_numpy(X, Y), rel=1e-10)
+    assert linear_cka(X, Y) == pytest.approx(_dcka_numpy(X, Y), rel=1e-9, abs=1e-12)
+    assert linear_cka(torch.tensor(X, dtype=torch.float32), torch.tensor(Y, dtype=torch.float32), debiased=False) == \
         pytest.approx(_cka_numpy(X, Y), rel=1e-5)
+
+def test_debiased_cka_independent_data_and_identity():
+    rng = np.random.default_rng(11)
+    n, c = 150, 200                                      # dimension comparable to n, as bn2 (1,280) on 350 images
+    vals = [(linear_cka(rng.normal(size=(n, c)), rng.normal(size=(n, c))),
+             linear_cka(rng.normal(size=(n, c)), rng.normal(size=(n, c)), debiased=False)) for _ in range(5)]
+    d, b = np.array(vals).T
+    assert np.abs(d).max() < 0.03 and b.min() > 0.4
+    X = rng.normal(size=(n, c))
+    assert linear_cka(X, X) == pytest.approx(1.0, abs=1e-12)
+    Q, _ = np.linalg.qr(rng.normal(size=(c, c)))
+    Y = rng.normal(size=(n, 30)) + X[:, :30]
+    assert linear_cka(4.2 * X @ Q - 1, Y) == pytest.approx(linear_cka(X, Y), rel=1e-9)
+    with pytest.raises(ValueError, match="at least 4"): linear_cka(X[:3], X[:3])
+
+def test_cka_permutation_null_matches_shuffled_pairings():
+    rng = np.random.default_rng(12)
+    X = rng.normal(size=(40, 30)); Y = X[:, :10] + rng.normal(size=(40, 10))
+    null = cka_null(gram(X), gram(Y), n_perm=5, seed=3)
+    g = torch.Generator().manual_seed(3)
+    ref = [_dcka_numpy(X, Y[torch.randperm(40, generator=g).numpy()]) for _ in range(5)]  # pair X_i with Y_p(i)
+    np.testing.assert_allclose(null, ref, rtol=1e-9, atol=1e-12)
+    big = cka_null(gram(X), gram(Y), n_perm=300)
+    assert abs(big.mean()) < 0.02 and linear_cka(X, Y) > np.quantile(big, 0.95)
 
 def test_cka_invariances():
     rng = np.random.default_rng(1)
@@ -201,7 +240,112 @@ def test_compare_real_data_self(tmp_path):
     np.testing.assert_allclose(lay.mean_overlap[live], 1.0)
     assert (lay.frobenius == 0).all()
     assert len(res["files"]) == 32 and res["topk"][lay.layer[0]]["a"].shape[1] == 8
-    cached = list((run / "analysis").glob("*.pkl"))
+    cached = list((run / "analysis").glob("*.npz"))
     assert len(cached) == 1 and cached[0].with_suffix(".json").is_file()
     again = compare(run / "init", run, "wikiart7", k=8, n_images=32, size=64, bs=16, progress=False)
     assert again["key"] == res["key"] and again["meta"]["seconds"] == res["meta"]["seconds"]   # read from cache
+
+# ---------------------------------------------------------------- nulls
+def test_overlap_null_against_hypergeometric():
+    from scipy.stats import hypergeom
+    rng = np.random.default_rng(13); N, k, C = 300, 30, 40
+    a = np.stack([rng.permutation(N)[:k] for _ in range(C)]); b = np.stack([rng.permutation(N)[:k] for _ in range(C)])
+    null = overlap_null(a, b, N, n_perm=400)
+    assert overlap_chance(a, b, N) == pytest.approx(k / N)
+    h = hypergeom(N, k, k)                         # |A ∩ π(B)| for one channel, independent channels
+    assert null.mean() == pytest.approx(h.mean() / k, abs=0.005)
+    assert null.std() == pytest.approx(h.std() / k / math.sqrt(C), rel=0.25)
+    s = null_summary(1.0, null)                      # identical sets: far above chance
+    assert s["p"] == pytest.approx(1 / 401) and s["q05"] < k / N < s["q95"]
+
+def test_entropy_change_and_label_null():
+    rng = np.random.default_rng(14); N, k, C = 120, 12, 30
+    labels = rng.integers(0, 3, N)
+    a = np.stack([rng.permutation(N)[:k] for _ in range(C)]); b = np.stack([rng.permutation(N)[:k] for _ in range(C)])
+    def slow_h(rows):                                 # slow reference entropy per row
+        out = []
+        for r in rows:
+            p = np.bincount(labels[r], minlength=3) / len(r)
+            out.append(-sum(q * math.log2(q) for q in p if q > 0) / math.log2(3))
+        return np.mean(out)
+    assert entropy_change(a, b, labels, 3) == pytest.approx(slow_h(b) - slow_h(a))
+    null = entropy_change_null(a, b, labels, 3, n_perm=300, seed=1)
+    assert abs(np.median(null)) < 0.02
+    pure = np.stack([np.flatnonzero(labels == c % 3)[:k] for c in range(C)])
+    assert null_summary(entropy_change(a, pure, labels, 3), null, "two-sided")["p"] < 0.01
+    # brute-force permutation p-value on a tiny null
+    assert null_summary(0.5, [0.1, 0.6, 0.7, 0.2], "greater")["p"] == pytest.approx(3 / 5)
+    assert null_summary(0.15, [0.1, 0.6, 0.7, 0.2], "less")["p"] == pytest.approx(2 / 5)
+
+# ---------------------------------------------------------------- BN control and weight change
+def test_recalibrate_bn_matches_hand_statistics():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Dropout(0.9), torch.nn.BatchNorm2d(4),
+                              torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1), torch.nn.BatchNorm2d(2)).train()
+    w0 = {k: v.clone() for k, v in net.state_dict().items()}
+    x = torch.randn(20, 3, 8, 8) * 3 + 1
+    batches = list(x.split(4))                         # equal batches: the cumulative average = the pooled mean
+    recalibrate_bn(net, [(b, 0) for b in batches])
+    with torch.no_grad():
+        z = net[0](x)                                  # dropout off: eval mode for everything but BN
+        m1 = torch.stack([net[0](b).mean((0, 2, 3)) for b in batches]).mean(0)
+        v1 = torch.stack([net[0](b).transpose(0, 1).flatten(1).var(1, unbiased=True) for b in batches]).mean(0)
+        h = [((net[0](b) - net[0](b).mean((0, 2, 3), keepdim=True)) /
+              (net[0](b).var((0, 2, 3), unbiased=False, keepdim=True) + 1e-5).sqrt() * net[2].weight[:, None, None]
+              + net[2].bias[:, None, None]).relu() for b in batches]
+        m2 = torch.stack([net[4](t).mean((0, 2, 3)) for t in h]).mean(0)
+    torch.testing.assert_close(net[2].running_mean, z.mean((0, 2, 3)), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(net[2].running_mean, m1); torch.testing.assert_close(net[2].running_var, v1)
+    torch.testing.assert_close(net[5].running_mean, m2, rtol=1e-5, atol=1e-5)
+    for k, v in net.state_dict().items():
+        if not k.split(".")[-1].startswith(("running", "num_batches")): assert torch.equal(v, w0[k]), k
+    assert net.training and net[2].momentum == 0.1
+
+def test_block_weight_change_reports_absolute_relative_median_and_bn():
+    m0 = _lite0(0); m1 = _lite0(0)
+    sd = m1.state_dict()
+    with torch.no_grad():
+        sd["blocks.2.0.conv_pw.weight"][:3] *= 1.5      # 3 filters of one kernel move by half their size
+        sd["blocks.2.0.bn1.weight"] += 0.2; sd["blocks.4.0.bn2.bias"] += 0.1
+    bw = block_weight_change(m0.state_dict(), sd, [f"blocks.{i}" for i in range(7)]).set_index("block")
+    w = m0.state_dict()["blocks.2.0.conv_pw.weight"]
+    assert bw.frobenius["blocks.2"] == pytest.approx(0.5 * w[:3].norm().item(), rel=1e-5)
+    assert bw.frobenius.drop("blocks.2").max() == 0
+    n_filters = sum(m0.state_dict()[f"{n}.weight"].shape[0] for n in
+                    [k[:-7] for k, v in m0.state_dict().items() if k.startswith("blocks.2.") and k.endswith(".weight") and v.ndim == 4])
+    assert bw.median_relative_change["blocks.2"] == 0 and n_filters > 6
+    g = m0.state_dict()["blocks.2.0.bn1.weight"]
+    all_g = torch.cat([v for k, v in m0.state_dict().items() if k.startswith("blocks.2.") and k.endswith("weight") and v.ndim == 1])
+    assert bw.bn_gamma_change["blocks.2"] == pytest.approx(0.2 * math.sqrt(len(g)) / all_g.double().norm().item(), rel=1e-5)
+    assert bw.bn_beta_abs["blocks.4"] == pytest.approx(0.1 * math.sqrt(len(m0.state_dict()["blocks.4.0.bn2.bias"])), rel=1e-5)
+    assert math.isnan(bw.bn_beta_change["blocks.4"])   # β0 = 0 at a random init: no relative change
+    assert bw.bn_gamma_change.drop("blocks.2").max() == 0 and bw.bn_beta_abs.drop("blocks.4").max() == 0
+    assert len(bn_changes(m0, sd)) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in m0.modules())
+
+# ---------------------------------------------------------------- safe cache
+class _Boom:
+    "A pickle payload that leaves a marker file when unpickled."
+    def __init__(self, path): self.path = path
+    def __reduce__(self): return (open, (self.path, "w"))
+
+@pytest.mark.skipif(not (_have("artstudy.data") and _have("artstudy.models")), reason="artstudy.data/models not built yet")
+def test_planted_pickle_is_never_unpickled_and_bad_cache_recomputes(tmp_path):
+    import pickle, warnings
+    from artstudy.models import create_backbone, save_checkpoint
+    m = create_backbone("efficientnet_lite0", pretrained=False, num_classes=7)
+    run = tmp_path / "run"; run.mkdir(); save_checkpoint(m, run / "model.pth"); save_checkpoint(m, run / "init.pth")
+    kw = dict(k=4, n_images=12, size=32, bs=6, progress=False, n_perm=10)
+    first = compare("init", run, "wikiart7", **kw)
+    marker = tmp_path / "pwned"
+    npz = run / "analysis" / f"{first['key']}.npz"
+    npz.unlink()
+    (run / "analysis" / f"{first['key']}.pkl").write_bytes(pickle.dumps(_Boom(str(marker))))
+    second = compare("init", run, "wikiart7", **kw)
+    assert not marker.exists() and npz.is_file() and second["meta"]["seconds"] != first["meta"]["seconds"]
+    npz.write_bytes(b"PK\x03\x04 not a zip")       # tampered: ignored with a warning, recomputed
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always"); third = compare("init", run, "wikiart7", **kw)
+    assert any("unreadable analysis cache" in str(x.message) for x in w)
+    pd_equal = lambda a, b: np.testing.assert_allclose(a.cka.to_numpy(), b.cka.to_numpy())
+    pd_equal(third["layers"], first["layers"])
+    assert compare("init", run, "wikiart7", **kw)["meta"]["seconds"] == third["meta"]["seconds"]   # now a cache hit
