@@ -53,6 +53,15 @@ study-smoke: install
 	$(PY) -m artstudy run configs/smoke.yaml --workers $(STUDY_WORKERS)
 	$(PY) -m artstudy report smoke
 
+# The three datasets from their public sources at the pinned commits, verified (issue 16), into data/ (skips verified
+# files, resumes). DATASETS= picks some (default: all); DATA_FLAGS passes options, e.g. DATA_FLAGS="--to DIR" or
+# DATA_FLAGS="--source file:///mirror/{repository}.git" for a local mirror.
+.PHONY: data
+DATASETS ?=
+DATA_FLAGS ?=
+data: install
+	$(PY) -m artstudy data fetch $(DATASETS) $(DATA_FLAGS)
+
 # Benchmarks print ratios as JSON and write bench/out/<name>.json (files starting with _ are helpers, not benchmarks).
 # `make bench` passes --quick (fewer repeats/images: ~10 min even at load average 7 on 2 cores);
 # `make bench BENCH_FLAGS=` runs every benchmark at its full defaults.
