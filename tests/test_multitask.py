@@ -171,7 +171,7 @@ def test_config_sweep_runs_the_notebook_through_the_runner(tmp_path):
     "configs/multitask.yaml cut to 2 settings x 1 seed at a tiny budget: papermill runs, per-task results, report's F7."
     import yaml
     from artstudy.runs import collect, run_study
-    from artstudy.report import multitask_finding
+    from artstudy.findings import decide_findings
     cfg = yaml.safe_load((Path(__file__).resolve().parents[1]/"configs"/"multitask.yaml").read_text())
     g = cfg["grids"][0]
     assert {r["id"] for r in g["runs"]} == {"single_style", "single_genre", "single_artist", "multi"}
@@ -185,7 +185,8 @@ def test_config_sweep_runs_the_notebook_through_the_runner(tmp_path):
     assert len(res) == 2 and (tmp_path/"mt_tiny"/"multi-s1"/"out.ipynb").is_file()
     tab = single_vs_multi(res).set_index(["task", "setting"])
     assert tab.loc[("style", "single"), "n"] == 1 and tab.loc[("style", "multi"), "n"] == 1
-    assert multitask_finding(res)["finding"] == "F7"
+    f7 = decide_findings(res.assign(group="multitask"), pattern="F7")
+    assert f7.condition.tolist() == ["wikiart_mt style"] and f7.n.tolist() == [1]   # one seed: reported, not decided
 
 def test_cli_evaluates_a_multitask_checkpoint_on_every_task(tiny_run, tmp_path):
     "`python -m artstudy evaluate` on a multi-head checkpoint scores each task on its labelled rows."
