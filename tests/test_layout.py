@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["config", "data", "models", "train", "multitask", "activations", "metrics", "featvis", "saliency", "explorer", "runs", "report"]
+ORDER = ["config", "fetch", "stats", "data", "models", "train", "multitask", "activations", "metrics", "featvis", "saliency", "explorer",
+         "runs", "findings", "report"]
 
 def _imports(path):
     tree = ast.parse(path.read_text())
@@ -22,7 +23,7 @@ def test_imports_go_one_way(mod):
     assert not bad, f"artstudy.{mod} imports later modules {bad}: move the shared code down (see STYLE.md §2)"
 
 def test_analysis_modules_do_not_need_fastai():
-    for mod in ("config", "models", "activations", "metrics", "featvis"):
+    for mod in ("config", "fetch", "stats", "models", "activations", "metrics", "featvis", "findings"):
         p = ROOT/"artstudy"/f"{mod}.py"
         if p.exists():
             bad = [l for l in p.read_text().splitlines() if re.match(r"\s*(from|import)\s+fastai", l)]
