@@ -22,8 +22,10 @@ def _add_data_parser(sub):
     f = ds.add_parser("fetch", help="fetch datasets at their pinned commits, verified (resumes; skips verified files)")
     f.add_argument("names", nargs="*", metavar="NAME", help="datasets (default: every manifest in data/manifests)")
     f.add_argument("--to", default=None, help="folder to put them in (default: the project's data/)")
-    f.add_argument("--source", default=None, help="source URL template, e.g. file:///mirror/{repository}.git "
-                   "(default: ARTSTUDY_DATA_SOURCE, else https://github.com/{repository}.git)")
+    f.add_argument("--source", default=None, help="source URL template, e.g. file:///mirror/{repository}.git (git) or "
+                   ".../{repository}/{path} (https); default: ARTSTUDY_DATA_SOURCE, else GitHub")
+    f.add_argument("--method", choices=["auto", "git", "https"], default="auto", help="partial git fetch (auto: when "
+                   "git is installed) or one HTTPS request per file from raw.githubusercontent.com")
     f.add_argument("--keep-cache", action="store_true", help="keep the git cache (<to>/.git-cache) after success")
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
     v = ds.add_parser("verify", help="check copies of datasets against their manifests")
@@ -41,7 +43,7 @@ def cmd_data(args) -> int:
     for n in names:
         try:
             if args.data_command == "fetch":
-                fetch_dataset(n, to=args.to, source=args.source, manifests=args.manifests,
+                fetch_dataset(n, to=args.to, source=args.source, manifests=args.manifests, method=args.method,
                               progress=not args.no_progress, keep_cache=args.keep_cache)
             else:
                 rep = verify_dataset(n, dataset_path(n, root=args.root), args.manifests)

@@ -10,15 +10,15 @@ half-written file under a final name, and names the file and the source on any f
 
 # %% ../nbs/01a_fetch.ipynb #a16f0003
 from __future__ import annotations
-import csv, hashlib, json, os, re, shutil, subprocess, tempfile, time
+import csv, hashlib, json, os, re, shutil, subprocess, tempfile, time, urllib.parse, urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 from .config import atomic_write_json, atomic_write_text, dataset_path, project_root, sha256_file
 
 # %% auto #0
-__all__ = ['DEFAULT_SOURCE', 'FetchError', 'manifests_dir', 'list_manifests', 'read_sums', 'read_manifest', 'check_files',
-           'verify_dataset', 'format_report', 'open_source', 'list_tree', 'local_objects', 'fetch_blobs', 'read_blobs',
-           'local_source', 'licence_text', 'write_manifest', 'fetch_dataset']
+__all__ = ['DEFAULT_SOURCE', 'RAW_SOURCE', 'FetchError', 'manifests_dir', 'list_manifests', 'read_sums', 'read_manifest',
+           'check_files', 'verify_dataset', 'format_report', 'open_source', 'list_tree', 'local_objects', 'fetch_blobs',
+           'read_blobs', 'local_source', 'licence_text', 'write_manifest', 'fetch_dataset']
 
 # %% ../nbs/01a_fetch.ipynb #a16f0006
 DEFAULT_SOURCE = "https://github.com/{repository}.git"
@@ -216,7 +216,39 @@ def _download(todo, work, m, url, cache, batch, progress) -> list:
     bar.close()
     return bad
 
-# %% ../nbs/01a_fetch.ipynb #a16f0024
+# %% ../nbs/01a_fetch.ipynb #a16f0025
+RAW_SOURCE = "https://raw.githubusercontent.com/{repository}/{commit}/{path}"
+
+def _get(url:str, retries:int=2, timeout:float=60) -> bytes:
+    "The bytes at `url`, retried on failure except a 404."
+    for i in range(retries + 1):
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as r: return r.read()
+        except OSError as e:  # URLError, HTTPError, timeouts
+            if i == retries or getattr(e, "code", None) == 404: raise
+            time.sleep(2 ** i)
+
+def _download_https(todo, work, m, tmpl, progress, workers:int=8) -> list:
+    "Fetch the files of `todo` one URL each (`tmpl` with {path} and {commit}), verified, 8 at a time; returns the mismatches."
+    from concurrent.futures import ThreadPoolExecutor
+    from tqdm.auto import tqdm
+    def one(f):
+        rel, src, sha = f
+        url = tmpl.format(**_parts(m), commit=m["commit"], path=urllib.parse.quote(src))
+        try: data = _get(url)
+        except OSError as e: raise FetchError(f"downloading {rel} ← {src} from {url} failed ({e}). Rerun to resume: "
+                                              "verified files are kept.") from None
+        if (got := hashlib.sha256(data).hexdigest()) != sha: return f"{rel} ← {src}: sha256 {got[:16]}, manifest {sha[:16]}"
+        _write(work/rel, data); return len(data)
+    bad, nbytes = [], 0
+    with ThreadPoolExecutor(workers) as ex, tqdm(total=len(todo), unit="file", desc=f"fetching {m['name']}",
+                                                 disable=not progress) as bar:
+        for res in ex.map(one, todo):
+            if isinstance(res, str): bad.append(res); continue
+            nbytes += res; bar.update(1); bar.set_postfix_str(f"{nbytes/1e6:.1f} MB")
+    return bad
+
+# %% ../nbs/01a_fetch.ipynb #a16f0026
 def licence_text(m:dict) -> str:
     "The terms of use of a dataset's source, as printed before a download and saved as `LICENSE.txt`."
     return (f"{m['name']}: {m.get('images', len(m['files']))} images from github.com/{m['repository']} at commit "
@@ -231,7 +263,7 @@ def _finish(work:Path, m:dict, url:str):
     atomic_write_json(work/"source.json", {**src, "fetched_from": url,
                                            "fetched_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
 
-# %% ../nbs/01a_fetch.ipynb #a16f0025
+# %% ../nbs/01a_fetch.ipynb #a16f0027
 def write_manifest(manifests, name:str, files:dict, repository:str, commit:str, **info) -> Path:
     "Write a manifest for `files` ({dataset path: (source path, bytes)}): labels.csv, SHA256SUMS and source.json."
     d = Path(manifests)/name; d.mkdir(parents=True, exist_ok=True)
@@ -243,17 +275,25 @@ def write_manifest(manifests, name:str, files:dict, repository:str, commit:str, 
     atomic_write_json(d/"source.json", dict(dataset=name, repository=repository, commit=commit, **info))
     return d
 
-# %% ../nbs/01a_fetch.ipynb #a16f0026
-def _source_url(m:dict, source:str|None) -> str:
-    tmpl = source or os.environ.get("ARTSTUDY_DATA_SOURCE") or DEFAULT_SOURCE
-    return tmpl.format(repository=m["repository"], owner=m["repository"].split("/")[0], repo=m["repository"].split("/")[-1])
+# %% ../nbs/01a_fetch.ipynb #a16f0028
+def _parts(m:dict) -> dict: return dict(repository=m["repository"], owner=m["repository"].split("/")[0],
+                                         repo=m["repository"].split("/")[-1])
 
-def fetch_dataset(name:str, to=None, source:str|None=None, manifests=None, batch:int=1000, progress:bool=True,
-                  keep_cache:bool=False, log=print) -> Path:
+def _method(method:str) -> str:
+    if method not in ("auto", "git", "https"): raise FetchError(f"method must be auto, git or https, not {method!r}")
+    return ("git" if shutil.which("git") else "https") if method == "auto" else method
+
+def _source_url(m:dict, source:str|None, method:str="git") -> str:
+    "The source URL (git) or URL template (https, still holding {path}) of manifest `m`."
+    tmpl = source or os.environ.get("ARTSTUDY_DATA_SOURCE") or (DEFAULT_SOURCE if method == "git" else RAW_SOURCE)
+    return tmpl.format(**_parts(m)) if method == "git" else tmpl.replace("{commit}", m["commit"])
+
+def fetch_dataset(name:str, to=None, source:str|None=None, manifests=None, method:str="auto", batch:int=1000,
+                  progress:bool=True, keep_cache:bool=False, log=print) -> Path:
     "Fetch dataset `name` from its pinned source into `to/name` (default `data/`), verified; resumes where it stopped."
-    m = read_manifest(name, manifests)
+    m, method = read_manifest(name, manifests), _method(method)
     to = Path(to) if to else project_root()/"data"
-    dest, url = to/name, _source_url(m, source)
+    dest, url = to/name, _source_url(m, source, method)
     if dest.exists() and not (dest/"labels.csv").is_file() and any(dest.iterdir()):
         raise FetchError(f"{dest} exists and is not a copy of {name} (no labels.csv): move it away or fetch --to elsewhere")
     work = dest if (dest/"labels.csv").is_file() else to/f".{name}.partial"  # hidden: never seen as a dataset
@@ -263,7 +303,9 @@ def fetch_dataset(name:str, to=None, source:str|None=None, manifests=None, batch
     cache = to/".git-cache"/(m["repository"].replace("/", "+") + ".git")
     if todo:
         log(f"{name}: {len(m['files']) - len(todo)} files already verified, {len(todo)} to fetch from {url}")
-        if bad := _download(todo, work, m, url, cache, batch, progress):
+        bad = (_download_https(todo, work, m, url, progress) if method == "https" else
+               _download(todo, work, m, url, cache, batch, progress))
+        if bad:
             raise FetchError(f"{len(bad)} files of {name} from {m['repository']}@{m['commit'][:12]} ({url}) do not match "
                              f"the manifest's checksums: {_some(bad)}. The source changed or is corrupt; nothing was kept "
                              f"under those names.")

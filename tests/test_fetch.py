@@ -70,6 +70,16 @@ def test_fetch_rebuilds_the_three_datasets_byte_for_byte(sources, tmp_path):
     rc, out, _ = _cli("data", "verify", "--root", str(tmp_path), "--manifests", str(sources/"man"))
     assert rc == 0 and out.count("present and verified") == 3, out
 
+def test_without_git_files_come_one_url_each_mojibake_names_included(sources, tmp_path, monkeypatch):
+    monkeypatch.setattr(fetch.shutil, "which", lambda name: None)         # no git: `auto` falls back to per-file URLs
+    files = read_manifest("wikiart_mt", sources/"man")["files"]
+    assert any(not src.isascii() for _, src, _ in files)                  # jalpv1 names with mojibake
+    rc, _, err = _cli("data", "fetch", "wikiart_mt", "--no-progress", "--to", str(tmp_path), "--manifests", str(sources/"man"),
+                      "--source", f"{sources.as_uri()}/src/{{repository}}/{{path}}")
+    assert rc == 0, err
+    for rel, _, h in files: assert (tmp_path/"wikiart_mt"/rel).read_bytes() == _bytes("wikiart_mt", rel)
+    assert verify_dataset("wikiart_mt", tmp_path/"wikiart_mt", sources/"man")["ok"]
+
 def test_verify_names_missing_and_corrupt_files(sources, tmp_path):
     fetch_dataset("wikiart_mt", to=tmp_path, source=f"{sources.as_uri()}/src/{{repository}}", manifests=sources/"man",
                   progress=False, log=lambda s: None)
