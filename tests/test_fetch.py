@@ -158,3 +158,13 @@ def test_data_roots_fail_loudly(tmp_path, monkeypatch):
     msg = str(e.value)
     assert f"{tmp_path.resolve()}/wikiart7 is empty" in msg and f"{tmp_path.resolve()}/other/wikiart7 does not exist" in msg
     assert "interrupted fetch" in msg and "python -m artstudy data fetch wikiart7" in msg, msg
+
+def test_fetch_imports_only_config():
+    "artstudy.fetch sits just above config: no artstudy.data, no fastai (so `data fetch` works before anything else)."
+    import ast
+    tree = ast.parse((ROOT/"artstudy"/"fetch.py").read_text())
+    ours = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level}
+    ours |= {n.module.split(".")[1] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and not n.level
+             and (n.module or "").startswith("artstudy.")}
+    other = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert ours == {"config"} and "fastai" not in other, (ours, other)
