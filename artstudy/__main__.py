@@ -132,6 +132,8 @@ def cmd_report(args) -> int:
 
 def cmd_evaluate(args) -> int:
     "Evaluate a checkpoint with `artstudy.train.evaluate`, or `artstudy.multitask.evaluate_tasks` if it has one head per task."
+    from artstudy.config import check_writable
+    check_writable(args.out)   # before loading anything: a result that cannot be written is not computed
     from artstudy.models import checkpoint_meta
     ck = Path(args.checkpoint)
     ck = ck/"model.pth" if ck.is_dir() else ck
