@@ -9,7 +9,7 @@ into a memory-mapped uint8 array; `make_dls` and `eval_loader` serve batches fro
 
 # %% ../nbs/01_data.ipynb #42565b67
 from __future__ import annotations
-import hashlib, io, os, random, warnings
+import hashlib, io, os, random, re, warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,15 +20,15 @@ from tqdm.auto import tqdm
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
 from fastai.torch_core import TensorCategory, TensorImage, TensorMultiCategory
-from .config import (atomic_path, atomic_write_json, cache_dir, dataset_path, default_device, get_setting,
-                             read_json, sha256_file)
+from .config import (atomic_path, atomic_write_json, cache_dir, dataset_path, default_device, error_list,
+                             get_setting, read_json, sha256_file)
 
 # %% auto #0
-__all__ = ['SPLITS', 'SPLIT_ALIASES', 'META_COLUMNS', 'IMAGE_EXTS', 'IMAGENET_STATS', 'RESAMPLE', 'DatasetError', 'to_rgb',
-           'load_image', 'synthetic_dataset', 'ArtDataset', 'read_table', 'label_columns', 'file_records', 'resplit',
-           'validate_dataset', 'load_dataset', 'read_sums', 'verify_checksums', 'subset', 'cache_key', 'cache_file',
-           'image_cache', 'ImageItems', 'collate_uint8', 'BatchTfm', 'item_dls', 'make_dls', 'EvalCollate',
-           'eval_loader']
+__all__ = ['SPLITS', 'SPLIT_ALIASES', 'META_COLUMNS', 'IMAGE_EXTS', 'IMAGENET_STATS', 'RESAMPLE', 'MISSING', 'DatasetError',
+           'to_rgb', 'load_image', 'synthetic_dataset', 'ArtDataset', 'read_table', 'label_columns', 'file_records',
+           'resplit', 'validate_dataset', 'load_dataset', 'read_sums', 'verify_checksums', 'subset', 'cache_key',
+           'cache_file', 'image_cache', 'ImageItems', 'collate_uint8', 'BatchTfm', 'item_dls', 'make_dls',
+           'EvalCollate', 'eval_loader']
 
 # %% ../nbs/01_data.ipynb #fb676c1b
 SPLITS = ("train", "valid", "test")
@@ -91,7 +91,9 @@ def synthetic_dataset(path, classes=("red", "green", "blue"), n_per_class:int=6,
     return path
 
 # %% ../nbs/01_data.ipynb #afb2a9c9
-def _tokens(v:str, sep:str=";") -> list[str]: return [t.strip() for t in str(v).split(sep) if t.strip()]
+MISSING = {"", "nan", "NaN", "NAN", "null", "NULL", "None", "none", "NA", "N/A", "n/a"}   # spreadsheet spellings of "no value"
+
+def _tokens(v:str, sep:str=";") -> list[str]: return [t.strip() for t in str(v).split(sep) if t.strip() not in MISSING]
 
 @dataclass(eq=False)
 class ArtDataset:
@@ -158,13 +160,27 @@ def _norm_split(s:str) -> str:
     s = str(s).strip().lower()
     return SPLIT_ALIASES.get(s, s)
 
-def _scan(folder:Path, root:Path) -> tuple[list[str], list[str]]:
-    "Image files (relative to root, sorted) under `folder`, and the other files found."
+def _scan(folder:Path, root:Path, broken:list|None=None) -> tuple[list[str], list[str]]:
+    "Image files (relative to root, sorted) under `folder`, and the other files found; broken links go to `broken`."
     imgs, other = [], []
     for p in sorted(folder.rglob("*")):
-        if not p.is_file() or any(part.startswith(".") for part in p.relative_to(root).parts): continue
+        if any(part.startswith(".") for part in p.relative_to(root).parts): continue
+        if p.is_symlink() and not p.exists():
+            if broken is not None: broken.append(p.relative_to(root).as_posix())
+            continue
+        if not p.is_file(): continue
         (imgs if p.suffix.lower() in IMAGE_EXTS else other).append(p.relative_to(root).as_posix())
     return imgs, other
+
+def _layout(root:Path, dirs:list[Path]) -> bool:
+    "True for split folders (train/valid/test), False for class folders; an error for a mix of both."
+    is_split = [_norm_split(d.name) in SPLITS for d in dirs]
+    if not any(is_split): return False
+    if all(is_split): return True
+    splits, others = [d.name for d, s in zip(dirs, is_split) if s], [d.name for d, s in zip(dirs, is_split) if not s]
+    raise DatasetError(f"{root} mixes split folders {splits} with other folders {others}, so its layout is ambiguous. "
+                       f"Use only {'/'.join(SPLITS)} at the top level (rename or move {others}), or only class folders, "
+                       "or describe the images in a labels.csv.")
 
 def read_table(root) -> tuple[pd.DataFrame, str]:
     "The table of `root` (labels.csv, split folders or class folders) and a description of where it came from."
@@ -175,13 +191,17 @@ def read_table(root) -> tuple[pd.DataFrame, str]:
         if "path" not in df: raise DatasetError(f"{root/'labels.csv'} has no 'path' column (columns: {list(df.columns)})")
         return df, str(root/"labels.csv")
     dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    split_layout = bool(dirs) and all(_norm_split(d.name) in SPLITS for d in dirs)
-    rows, ignored = [], []
+    split_layout = _layout(root, dirs)
+    rows, ignored, broken, empty = [], [], [], []
     for d in dirs:
         for cd in (sorted(c for c in d.iterdir() if c.is_dir() and not c.name.startswith(".")) if split_layout else [d]):
-            imgs, other = _scan(cd, root); ignored += other
+            imgs, other = _scan(cd, root, broken); ignored += other
+            if not imgs: empty.append(cd.relative_to(root).as_posix())
             rows += [dict(path=p, label=cd.name, **({"split": _norm_split(d.name)} if split_layout else {})) for p in imgs]
-    if ignored: warnings.warn(f"{root}: ignored {len(ignored)} files without an image extension, e.g. {ignored[:3]}")
+    stray = [p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS]
+    for what, found in (("files without an image extension", ignored), ("images at the top level (no class folder)", stray),
+                        ("broken links", broken), ("class folders without an image (no such class)", empty)):
+        if found: warnings.warn(f"{root}: ignored {len(found)} {what}, e.g. {sorted(found)[:3]}")
     df = pd.DataFrame(rows, columns=["path", "label"] + (["split"] if split_layout else []))
     return df, f"{root} ({'split' if split_layout else 'class'}-folder layout)"
 
@@ -258,8 +278,8 @@ def resplit(labels, fracs=(0.7, 0.15, 0.15), seed:int=2020) -> np.ndarray:
     return res
 
 # %% ../nbs/01_data.ipynb #af5469c8
-def _report(problems, source:str, action:str) -> str:
-    lines = "\n".join(f"  {w}: {what}" for w, what in problems)
+def _report(problems, source:str, action:str, limit:int=10) -> str:
+    lines = error_list([f"{w}: {what}" for w, what in problems], limit, "  ")
     return f"{len(problems)} problem(s) in {source}:\n{lines}\n{action}"
 
 def _fix_hint(): return ("Fix or remove these files/rows, or pass on_error='skip' to drop them "
@@ -272,6 +292,8 @@ def _row_problems(df, label, has_csv, sep) -> list[tuple[int, str, str]]:
     for i, p in enumerate(df["path"]):
         if not p.strip(): out.append((i, f"line {i + 2}" if has_csv else "row", "empty path")); continue
         if p in first: out.append((i, where(i), f"duplicate row: path already listed at line {first[p] + 2}"))
+        elif has_csv and (p.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", p) or ".." in re.split(r"[/\\]", p)):
+            out.append((i, where(i), "path leaves the dataset folder (absolute or with '..'): give it relative to the folder"))
         else: first[p] = i
     for i, v in enumerate(df[label]):
         if not _tokens(v, sep): out.append((i, where(i), f"empty label in column {label!r}"))

@@ -296,3 +296,57 @@ def test_settings_defaults(tmp_path, monkeypatch):
     ds = load_dataset(csv_dataset(tmp_path/"d", n_per_class=8))
     x, _ = make_dls(ds, num_workers=0, device="cpu").train.one_batch()
     assert x.shape == (5, 3, 24, 24)
+
+# ---------------------------------------------------------------- layouts misread, silent drops (issue 15)
+def _split_tree(root, splits=("train", "valid", "test")):
+    for split in splits:
+        for c in ("cat", "dog"):
+            for i in range(2): write_jpeg(root/split/c/f"{i}.jpg", seed=i)
+    return root
+
+def test_unknown_split_folder_beside_splits_is_an_error(tmp_path):
+    root = _split_tree(tmp_path/"s", ("train", "valid", "holdout"))
+    with pytest.raises(DatasetError, match=r"mixes split folders \['train', 'valid'\] with other folders \['holdout'\]"):
+        load_dataset(root)
+
+def test_stray_images_empty_classes_and_broken_links_are_reported(tmp_path):
+    root = tmp_path/"f"
+    for c in ("cat", "dog"):
+        for i in range(6): write_jpeg(root/c/f"{i}.jpg", seed=i)
+    (root/"empty_class").mkdir()
+    write_jpeg(root/"stray.jpg", seed=9)
+    (root/"cat"/"gone.jpg").symlink_to(tmp_path/"nowhere.jpg")
+    with pytest.warns(UserWarning) as rec: ds = load_dataset(root)
+    text = "\n".join(str(w.message) for w in rec)
+    assert "1 images at the top level" in text and "stray.jpg" in text
+    assert "1 broken links" in text and "cat/gone.jpg" in text
+    assert "1 class folders without an image" in text and "empty_class" in text
+    assert ds.classes == ["cat", "dog"] and len(ds) == 12
+
+@pytest.mark.parametrize("bad", ["../outside.jpg", "/etc/passwd", "images/../../x.jpg"])
+def test_csv_paths_leaving_the_dataset_are_refused(tmp_path, bad):
+    root = csv_dataset(tmp_path/"d", n_per_class=4)
+    df = pd.read_csv(root/"labels.csv", dtype=str, keep_default_na=False)
+    df.loc[0, "path"] = bad
+    df.to_csv(root/"labels.csv", index=False)
+    with pytest.raises(DatasetError, match="path leaves the dataset folder"): load_dataset(root)
+
+@pytest.mark.parametrize("missing", ["nan", "NULL", "None", "N/A"])
+def test_missing_value_spellings_are_empty_labels_not_classes(tmp_path, missing):
+    root = csv_dataset(tmp_path/"d", n_per_class=4)
+    df = pd.read_csv(root/"labels.csv", dtype=str, keep_default_na=False)
+    df.loc[0, "style"] = missing
+    df.to_csv(root/"labels.csv", index=False)
+    with pytest.raises(DatasetError, match="empty label"): load_dataset(root)
+    with pytest.warns(UserWarning): ds = load_dataset(root, on_error="skip")
+    assert missing not in ds.classes and len(ds) == 11
+
+def test_long_error_lists_are_truncated(tmp_path):
+    root = csv_dataset(tmp_path/"d", n_per_class=8)
+    df = pd.read_csv(root/"labels.csv", dtype=str, keep_default_na=False)
+    df["style"] = ""                                              # 24 empty labels
+    df.to_csv(root/"labels.csv", index=False)
+    with pytest.raises(DatasetError) as e: load_dataset(root)
+    msg = str(e.value)
+    assert msg.startswith("24 problem(s)") and "… and 15 more" in msg and len(msg.splitlines()) == 12
+    assert len(e.value.problems) == 24                           # the full list stays on the exception
