@@ -19,7 +19,7 @@ import numpy as np, pandas as pd, torch
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 import ipywidgets as W
-from .config import read_json, sha256_file
+from .config import project_root, read_json, sha256_file
 from .featvis import render
 from .metrics import compare
 from .saliency import compare_saliency
@@ -27,8 +27,8 @@ from .saliency import compare_saliency
 # %% auto #0
 __all__ = ['METRICS', 'SORT_KEYS', 'FEATVIS_DEFAULTS', 'channel_table', 'sort_channels', 'channel_summary', 'plot_channel_metric',
            'plot_featvis_pair', 'plot_topk_pair', 'plot_class_histogram', 'plot_channel_metrics', 'channel_figures',
-           'featvis_images', 'find_browser', 'figures_png', 'export_channel', 'find_runs', 'checkpoint_path',
-           'run_comparison', 'FilterExplorer', 'explore']
+           'featvis_images', 'find_browser', 'figures_png', 'export_channel', 'resolve_run_path', 'find_runs',
+           'checkpoint_path', 'run_comparison', 'FilterExplorer', 'explore']
 
 # %% ../nbs/08_explorer.ipynb #1e185525
 METRICS = {"D_k": "relative_change", "overlap": "overlap", "entropy_a": "entropy_a", "entropy_b": "entropy_b",
@@ -220,13 +220,18 @@ def export_channel(figs, path, title:str="") -> Path:
     return path
 
 # %% ../nbs/08_explorer.ipynb #990fdb35
+def resolve_run_path(p) -> Path:
+    "`p` as given if absolute or found from the working directory, else relative to the project root (not to `nbs/`)."
+    p = Path(p).expanduser()
+    return p if p.is_absolute() or p.exists() else project_root() / p
+
 def find_runs(*paths) -> dict:
-    "{name: run folder} of the finished runs (metrics.json, model.pth, init.pth) given or found one level under `paths`."
+    "{name: run folder} of the finished runs (metrics.json, model.pth, init.pth, no error.txt) given or one level under `paths`."
     out = {}
-    for p in paths:
-        p = Path(p)
+    for p in map(resolve_run_path, paths):
         for r in ([p] if (p / "model.pth").is_file() else sorted(q for q in p.iterdir() if q.is_dir()) if p.is_dir() else []):
-            if all((r / f).is_file() for f in ("metrics.json", "model.pth", "init.pth")): out[r.name] = r
+            if all((r / f).is_file() for f in ("metrics.json", "model.pth", "init.pth")) and not (r / "error.txt").exists():
+                out[r.name] = r
     return out
 
 def checkpoint_path(run, reference:str="init") -> Path:

@@ -1,5 +1,6 @@
 "Explorer and saliency on a tiny real run: figure builders, the widget reacting to its controls, saliency maps, export."
 import json, os
+from pathlib import Path
 import numpy as np, pytest, torch
 import plotly.graph_objects as go
 from artstudy.explorer import (FilterExplorer, channel_figures, channel_summary, channel_table, checkpoint_path,
@@ -23,7 +24,9 @@ def run(tmp_path_factory):
     "One tiny trained run (21 WikiArt images at 48 px, one epoch) in a temporary study folder."
     from artstudy.train import train_run
     d = tmp_path_factory.mktemp("study") / "tiny"
+    from artstudy.config import finish_run
     train_run(dict(TINY, study="t", run_id="tiny"), run_dir=d)
+    finish_run(d, quiet=True)
     return d
 
 @pytest.fixture(scope="module")
@@ -119,3 +122,32 @@ def test_export_html_and_png(res, tmp_path, monkeypatch):
     monkeypatch.delenv("BROWSER_PATH", raising=False); monkeypatch.setenv("PATH", "")
     with pytest.raises(RuntimeError, match="apt-get install chromium"): export_channel(figs, tmp_path / "ch2.png")
     assert not (tmp_path / "ch2.png").exists()
+
+
+def test_find_runs_resolves_project_relative_paths_and_skips_failed_runs(run, tmp_path, monkeypatch):
+    import artstudy.explorer as E
+    monkeypatch.setattr(E, "project_root", lambda: run.parent.parent)   # the project holds <study>/tiny
+    monkeypatch.chdir(tmp_path)                                   # elsewhere, as a notebook running in nbs/ is
+    assert find_runs(f"{run.parent.name}/tiny") == {"tiny": run}
+    (tmp_path / "failed").mkdir()
+    for f in ("metrics.json", "model.pth", "init.pth", "error.txt"): (tmp_path / "failed" / f).write_text("x")
+    assert find_runs(tmp_path) == {}
+
+def test_explore_notebook_names_the_paths_it_tried(tmp_path):
+    import papermill as pm
+    env = {"ARTSTUDY_EXPLORE_RUNS": "runs/no_such_study/x"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        with pytest.raises(pm.PapermillExecutionError) as e:
+            nbs = Path(__file__).resolve().parents[1] / "nbs"
+            pm.execute_notebook(str(nbs / "explore.ipynb"), str(tmp_path / "out.ipynb"), cwd=str(nbs), progress_bar=False,
+                                kernel_name="python3")
+    finally:
+        for k, v in old.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = v
+    from artstudy.config import project_root
+    assert e.value.ename == "FileNotFoundError" and str(project_root() / "runs/no_such_study/x") in e.value.evalue
+    out = json.loads((tmp_path / "out.ipynb").read_text())
+    assert not any("Showing a tiny demo run" in "".join(o.get("text", "")) for c in out["cells"] for o in c.get("outputs", []))
