@@ -179,3 +179,35 @@ def test_read_only_study_folder_is_a_clear_error(study):
 def test_evaluate_checks_its_output_folder_before_any_work(tmp_path):
     rc, out = _main("evaluate", "--checkpoint", tmp_path/"no_such.pth", "--data", "pacs_art", "--out", UNWRITABLE)
     assert rc == 2 and "cannot write to" in out and "Traceback" not in out, out
+
+# ------------------------------------------------------------------ a planted pickle in a shared run folder
+
+class _Payload:
+    "Unpickling this creates the file `marker`: proof that code from the run folder ran."
+    def __init__(self, marker): self.marker = str(marker)
+    def __reduce__(self): return (open, (self.marker, "w"))
+
+def test_planted_pickle_in_the_analysis_cache_never_executes(tmp_path):
+    import pickle, warnings
+    import numpy as np
+    from artstudy.data import load_dataset, synthetic_dataset
+    from artstudy.metrics import compare
+    from artstudy.models import create_backbone, save_checkpoint
+    ds = load_dataset(synthetic_dataset(tmp_path/"syn", n_per_class=4, size=32), progress=False)
+    for seed, r in ((0, "a"), (1, "b")):
+        import torch; torch.manual_seed(seed)
+        save_checkpoint(create_backbone("efficientnet_lite0", pretrained=False, num_classes=3), tmp_path/r/"model.pth")
+    kw = dict(layers=["blocks.2"], k=2, split=None, size=32, progress=False, n_perm=5)
+    first = compare(tmp_path/"a", tmp_path/"b", ds, **kw)
+    cache = tmp_path/"b"/"analysis"/f"{first['key']}.npz"
+    assert cache.is_file()
+    marker = tmp_path/"pwned"
+    evil = np.empty(1, dtype=object); evil[0] = _Payload(marker)
+    with open(cache, "wb") as f: np.savez(f, manifest=evil)              # an object array: stored as a pickle
+    (cache.with_suffix(".pkl")).write_bytes(pickle.dumps(_Payload(marker)))   # the old cache format, planted too
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        again = compare(tmp_path/"a", tmp_path/"b", ds, **kw)
+    assert not marker.exists(), "the planted pickle was executed"
+    assert any("recomputing" in str(w.message) for w in rec)             # said, not silent
+    assert again["layers"].equals(first["layers"])                        # recomputed, same numbers
