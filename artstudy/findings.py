@@ -56,9 +56,10 @@ def get_finding(id:str) -> Finding:
 
 # %% ../nbs/09b_findings.ipynb #ced3ce65
 def _column(df:pd.DataFrame, key:str) -> pd.Series:
-    for c in (key, f"param_{key}"):
-        if c in df: return df[c]
-    return pd.Series([None] * len(df), index=df.index, dtype=object)
+    "Column `key` of a results table, completed by the run's notebook parameter `param_<key>` where it is missing."
+    have = [df[c].astype(object) for c in (key, f"param_{key}") if c in df]
+    if not have: return pd.Series([None] * len(df), index=df.index, dtype=object)
+    return have[0].where(have[0].notna(), have[-1]) if len(have) > 1 else have[0]
 
 def _same(a, b) -> bool:
     if a is None or (isinstance(a, float) and np.isnan(a)): return b is None

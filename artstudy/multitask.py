@@ -425,9 +425,10 @@ def _task_list(v) -> list[str]:
         return [str(s) for s in (x if isinstance(x, list) else [x])]
     return []
 
-def multitask_results(folder) -> pd.DataFrame:
-    "One row per finished run (a `metrics.json`) in the study `folder`, with its `tasks` and per-task metrics."
-    rows = [read_json(m) for m in sorted(Path(folder).glob("*/metrics.json"))]
+def multitask_results(folder, current=None) -> pd.DataFrame:
+    "One row per finished run (a `metrics.json`) in the study `folder`, plus the staged result of the `current` run folder."
+    rows = [read_json(m) for m in sorted(Path(folder).glob("*/metrics.json")) if current is None or m.parent != Path(current)]
+    if current is not None and (Path(current)/"metrics.staged.json").is_file(): rows.append(read_json(Path(current)/"metrics.staged.json"))
     return pd.DataFrame([{k: v for k, v in r.items() if k != "reports"} for r in rows if "tasks" in r])
 
 def single_vs_multi(results:pd.DataFrame, metric:str="acc", tasks_col:str|None=None) -> pd.DataFrame:
