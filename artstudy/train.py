@@ -315,6 +315,10 @@ def run_params(params:dict|None=None, **kwargs) -> dict:
         p[k] = get_setting(s, p[k])
     if p["mode"] == "double" and not p["init_from"]:
         raise ValueError("mode 'double' needs init_from: the run folder or checkpoint of the first fine-tuning")
+    for k in ("epochs", "n_per_class", "n_valid_per_class"):   # 0 or -3 would silently mean "all but 3" or "untrained"
+        v = p.get(k)
+        if (v is not None or k == "epochs") and not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            raise ValueError(f"{k} must be a whole number ≥ 1{'' if k == 'epochs' else ' (or None for all)'}, got {v!r}")
     mode_config(p["then"] if p["mode"] == "double" else p["mode"])
     p["run_id"] = p["run_id"] or f"{p['dataset']}-{p['mode']}-s{p['seed']}"
     p["eval_splits"] = list(p["eval_splits"])

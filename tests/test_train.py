@@ -108,7 +108,9 @@ def test_double_from_another_architecture_fails_clearly(tmp_path):
         train_run(TINY, run_dir=tmp_path/"dst", mode="double", init_from=str(tmp_path/"src"), backbone="resnet50")
 
 @pytest.mark.parametrize("bad,msg", [(dict(mode="mode_c"), "mode_a"), (dict(mode="double"), "init_from"),
-                                     (dict(epoch=3), "unknown run parameters"), (dict(label="no_such"), "no_such")])
+                                     (dict(epoch=3), "unknown run parameters"), (dict(label="no_such"), "no_such"),
+                                     (dict(epochs=0), "epochs must be a whole number ≥ 1"),
+                                     (dict(n_per_class=-3), "n_per_class must be a whole number ≥ 1")])
 def test_bad_run_parameters_fail_before_training(tmp_path, bad, msg):
     with pytest.raises(Exception, match=msg): train_run(TINY, run_dir=tmp_path, **bad)
     assert not (tmp_path/"metrics.json").exists() and not (tmp_path/"metrics.staged.json").exists()
