@@ -9,6 +9,10 @@ Prints JSON with
   metrics pass at N and 4N images, read from JPEGs on the fly. Target: flat in the number of images.
 Timings use images decoded once into memory, so the ratio measures compute, not JPEG decoding; each timing is the
 best of `--repeats`. Lite0, CPU, 128 px, batch 32. Usage: python bench/analysis_pass.py [--n 64] [--size 128]
+
+`--full` instead times one complete `compare` as the analysis notebook runs it: the whole wikiart7 validation split
+(1,260 images, JPEGs decoded on the fly), ImageNet Lite0 vs a perturbed copy, with the BN-recalibrated control
+(`--n-calib` training images), `--n-perm` permutations, no cache; it prints the wall time per phase and the peak RSS.
 """
 import argparse, json, os, resource, subprocess, sys, time
 from pathlib import Path
@@ -69,6 +73,32 @@ def _metrics(a, b, loader, layers, k):
     res = analysis_pass(a, b, loader, layers, k=k, progress=False)
     return _tables(a, b, res, layers, k, 7)
 
+def full(size, bs, k, n_calib, n_perm):
+    "One full `compare` (whole valid split, control, nulls), timed by phase."
+    import tempfile, artstudy.metrics as M
+    from artstudy.models import create_backbone
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", 1)))
+    a = create_backbone("efficientnet_lite0", pretrained=True, num_classes=7).eval()
+    b = create_backbone("efficientnet_lite0", pretrained=True, num_classes=7).eval()
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(0)
+        for p in b.parameters(): p.add_(0.01 * p.abs().mean() * torch.randn(p.shape, generator=g))
+    t, orig = {}, {f: getattr(M, f) for f in ("_control", "analysis_pass", "_tables")}
+    def timed(f):
+        def w(*args, **kw):
+            s = time.perf_counter(); r = orig[f](*args, **kw); t[f.strip("_")] = round(time.perf_counter() - s, 1); return r
+        return w
+    for f in orig: setattr(M, f, timed(f))
+    s = time.perf_counter()
+    res = M.compare(a, b, "wikiart7", k=k, size=size, bs=bs, progress=False, cache=False, control=True,
+                    n_calib=n_calib, n_perm=n_perm)
+    out = dict(what="one full compare: wikiart7 valid, Lite0 x3 (A, B, BN control)", n_images=len(res["files"]), size=size,
+               k=k, n_calib=n_calib, n_perm=n_perm, threads=torch.get_num_threads(), seconds_total=round(time.perf_counter() - s, 1),
+               seconds_by_phase=dict(bn_control=t.get("control"), pass_3_models=t.get("analysis_pass"), nulls_and_tables=t.get("tables")),
+               maxrss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), load_avg=[round(v, 2) for v in os.getloadavg()])
+    text = json.dumps(out, indent=1); print(text)
+    d = ROOT/"bench"/"out"; d.mkdir(parents=True, exist_ok=True); (d/"analysis_full.json").write_text(text + "\n")
+
 def worker(mode, n, size, bs, k, repeats):
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", 2)))
     a, b, layers, source = _models()
@@ -104,7 +134,10 @@ def main():
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="n=32, one repeat (what `make bench BENCH_FLAGS=--quick` runs)")
     p.add_argument("--worker", nargs=6, metavar=("MODE", "N", "SIZE", "BS", "K", "REPEATS"))
+    p.add_argument("--full", action="store_true", help="time one complete compare on the whole valid split (see above)")
+    p.add_argument("--n-calib", type=int, default=700); p.add_argument("--n-perm", type=int, default=200)
     o = p.parse_args()
+    if o.full: return full(o.size, o.bs, o.k, o.n_calib, o.n_perm)
     if o.worker:
         m, *rest = o.worker; return worker(m, *map(int, rest))
     if o.quick: o.n, o.repeats = 32, 1

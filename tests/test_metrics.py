@@ -70,7 +70,7 @@ def test_cka_permutation_null_matches_shuffled_pairings():
     null = cka_null(gram(X), gram(Y), n_perm=5, seed=3)
     g = torch.Generator().manual_seed(3)
     ref = [_dcka_numpy(X, Y[torch.randperm(40, generator=g).numpy()]) for _ in range(5)]  # pair X_i with Y_p(i)
-    np.testing.assert_allclose(null, ref, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(null, ref, atol=1e-5)       # the permuted product runs in float32
     big = cka_null(gram(X), gram(Y), n_perm=300)
     assert abs(big.mean()) < 0.02 and linear_cka(X, Y) > np.quantile(big, 0.95)
 
