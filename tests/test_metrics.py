@@ -233,16 +233,22 @@ def test_compare_real_data_self(tmp_path):
     m = create_backbone("efficientnet_lite0", pretrained=True, num_classes=None)
     run = tmp_path / "run"; run.mkdir()
     save_checkpoint(m, run / "model.pth"); save_checkpoint(m, run / "init.pth")
-    res = compare("init", run, "wikiart7", k=8, n_images=32, size=64, bs=16, progress=False)
+    kw = dict(k=8, n_images=32, size=64, bs=16, progress=False, control=True, n_calib=24, n_perm=20, spatial=2)
+    res = compare("init", run, "wikiart7", **kw)
     lay = res["layers"]
     np.testing.assert_allclose(lay.cka, 1.0, atol=1e-6)
+    np.testing.assert_allclose(lay.cka_spatial, 1.0, atol=1e-6)
+    assert (lay.n_images == 32).all() and (lay.k == 8).all()
+    np.testing.assert_allclose(lay.cka_ctrl_b, lay.cka_a_ctrl, atol=1e-9)       # A and B are the same model
+    assert (lay.cka_a_ctrl < 0.999).any()                                     # BN recalibration alone moves features
+    assert (lay.entropy_change == 0).all() and (lay.entropy_p == 1).all()
     live = lay.dead_a < lay.n_channels
     np.testing.assert_allclose(lay.mean_overlap[live], 1.0)
     assert (lay.frobenius == 0).all()
     assert len(res["files"]) == 32 and res["topk"][lay.layer[0]]["a"].shape[1] == 8
     cached = list((run / "analysis").glob("*.npz"))
     assert len(cached) == 1 and cached[0].with_suffix(".json").is_file()
-    again = compare(run / "init", run, "wikiart7", k=8, n_images=32, size=64, bs=16, progress=False)
+    again = compare(run / "init", run, "wikiart7", **kw)
     assert again["key"] == res["key"] and again["meta"]["seconds"] == res["meta"]["seconds"]   # read from cache
 
 # ---------------------------------------------------------------- nulls
