@@ -423,7 +423,7 @@ def _value_problem(k, v, default=None) -> str|None:
         return f"must be a whole number ≥ 1 (or null for all), got {v!r}"
     if k == "SEED" and not _is_int(v): return f"must be a whole number, got {v!r}"
     if k in ("MODE", "THEN") and isinstance(v, str) and isinstance(default, str):   # a notebook of transfer modes
-        from .train import MODES
+        from artstudy.train import MODES
         if default not in {*MODES, "double"}: return None
         if v not in {*MODES, "double"}:
             near = difflib.get_close_matches(v, [*MODES, "double"], 1)
