@@ -28,10 +28,17 @@ def _add_data_parser(sub):
                    "git is installed) or one HTTPS request per file from raw.githubusercontent.com")
     f.add_argument("--keep-cache", action="store_true", help="keep the git cache (<to>/.git-cache) after success")
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
+    f.add_argument("--missing", action="store_true", help="only the datasets that no data root holds yet (`make study`)")
     v = ds.add_parser("verify", help="check copies of datasets against their manifests")
     v.add_argument("names", nargs="*", metavar="NAME", help="datasets (default: every manifest in data/manifests)")
     v.add_argument("--root", default=None, help="data root to look in first (default: the usual search)")
     for p in (f, v): p.add_argument("--manifests", default=None, help="folder of manifests (default: data/manifests)")
+
+def _found(name:str) -> bool:
+    "True if a data root already holds dataset `name`."
+    from artstudy.config import dataset_path
+    try: dataset_path(name); return True
+    except FileNotFoundError: return False
 
 def cmd_data(args) -> int:
     "`data fetch` or `data verify` every dataset named; 1 if any could not be fetched or verified."
@@ -40,6 +47,8 @@ def cmd_data(args) -> int:
     from artstudy.fetch import FetchError, fetch_dataset, format_report, list_manifests, verify_dataset
     names, bad, t0 = args.names or list_manifests(args.manifests), 0, time.time()
     if not names: print(f"error: no manifests in {args.manifests or 'data/manifests'}", file=sys.stderr); return 2
+    if getattr(args, "missing", False): names = [n for n in names if not _found(n)]
+    if not names: print("fetch: every dataset is already in a data root"); return 0
     for n in names:
         try:
             if args.data_command == "fetch":
