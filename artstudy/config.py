@@ -230,9 +230,21 @@ def _headline(m:dict) -> str:
         if isinstance(m.get(k), (int, float)): return f"{k} {m[k]:.4g}" + (f" on the {m['eval_split']} split" if m.get("eval_split") else "")
     return f"{len(m)} metrics"
 
+def _runner_gone() -> int|None:
+    "The pid of the batch runner that started this process if it has died (an orphan must not finish a run), else None."
+    pid = os.environ.get("ARTSTUDY_RUNNER_PID")
+    if not pid: return None
+    try: os.kill(int(pid), 0)
+    except ProcessLookupError: return int(pid)
+    except (PermissionError, ValueError): pass
+    return None
+
 def finish_run(run_dir, quiet:bool|None=None) -> dict:
     "Promote `run_dir/metrics.staged.json` to `metrics.json` atomically (the run is now finished); returns the metrics."
     d = Path(run_dir); staged, final = d/STAGED_METRICS, d/METRICS
+    if (pid := _runner_gone()) is not None:
+        raise RuntimeError(f"the runner (pid {pid}) that started this run has died, so {d} is not finished here: "
+                           "a new sweep redoes it. Run the study again with `python -m artstudy run ...`.")
     if not staged.is_file():
         if final.is_file(): return read_json(final)   # already finished (a rerun of the last cell)
         raise FileNotFoundError(f"{staged} not found: the run wrote no result, so it cannot be finished. "
