@@ -11,7 +11,7 @@ export MALLOC_TRIM_THRESHOLD_ ?= 68719476736
 export OMP_WAIT_POLICY ?= PASSIVE
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install check readme test test-fast test-slow test-browser study study-smoke explore bench docs clean-runs
+.PHONY: install check readme test test-fast test-slow test-browser study study-smoke explore lab bench docs clean-runs
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -46,6 +46,7 @@ test-slow: install
 # Two runs at a time with one thread each: on 2 cores that is twice the throughput of one run with two threads.
 STUDY_WORKERS ?= 2
 study: install
+	$(PY) -m artstudy data fetch --missing
 	$(PY) -m artstudy run configs/quick.yaml --workers $(STUDY_WORKERS)
 	$(PY) -m artstudy report quick
 
@@ -82,8 +83,20 @@ explore: install
 	@test -x $(BIN)/voila || $(PY) -m pip install -q -e ".[explorer]"
 	$(BIN)/voila nbs/explore.ipynb --no-browser --port=$(EXPLORE_PORT) --Voila.ip=127.0.0.1 --Voila.port_retries=0
 
+# Read and rerun the notebooks (issue 17): JupyterLab on 127.0.0.1 only (with a token), opening nbs/, with the kernel
+# `make install` registers ("Python 3 (artstudy)"): JUPYTER_PATH puts this venv's kernels before any in ~/.local.
+# LAB_PORT=8888 by default; extra options go in LAB_ARGS (e.g. LAB_ARGS=--no-browser on a remote machine). As root (a
+# container), --allow-root is added: JupyterLab refuses root otherwise.
+LAB_PORT ?= 8888
+LAB_ARGS ?=
+LAB_ROOT ?= $(CURDIR)
+lab: install
+	JUPYTER_PATH="$(abspath $(VENV))/share/jupyter" $(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) \
+	  --ServerApp.root_dir="$(LAB_ROOT)" --LabApp.default_url=/lab/tree/nbs --MappingKernelManager.default_kernel_name=python3 \
+	  $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+
 # Browser test of the explorer: headless Debian Chromium via Playwright (never `playwright install`); skips without them.
 test-browser: install
 	@test -x $(BIN)/voila || $(PY) -m pip install -q -e ".[explorer]"
 	@test -x /usr/bin/chromium || echo "no /usr/bin/chromium: the browser test will skip (Debian: apt-get install -y chromium)"
-	$(BIN)/pytest -q -rs tests/test_browser.py
+	$(BIN)/pytest -q -rs tests/test_browser.py tests/test_lab.py

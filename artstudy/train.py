@@ -473,11 +473,19 @@ def train_run(params:dict|None=None, run_dir=None, **kwargs) -> dict:
     atomic_write_json(run_dir/"metrics.staged.json", metrics)   # the notebook's last cell promotes it (config.finish_run)
     return metrics
 
+def _papermill_kernel() -> bool:
+    "True when this process was started by papermill (`papermill in.ipynb out.ipynb`, run by hand)."
+    try:
+        import psutil
+        return any(Path(a).name == "papermill" for a in psutil.Process().parent().cmdline()[:3])
+    except Exception: return False
+
 def interactive() -> bool:
-    "True in an interactive notebook or terminal session, False under papermill or a pipe."
+    "True in a notebook or terminal a person runs; False under papermill (by hand or the runner), a pipe or tests."
     import sys, os
-    if os.environ.get("PAPERMILL_EXECUTION") or os.environ.get("ARTSTUDY_QUIET"): return False
-    return hasattr(sys, "ps1") or "ipykernel" in sys.modules and not os.environ.get("IN_TEST")
+    if any(os.environ.get(k) for k in ("PAPERMILL_EXECUTION", "ARTSTUDY_QUIET", "ARTSTUDY_RUNNER", "IN_TEST")): return False
+    if "ipykernel" in sys.modules: return not _papermill_kernel()   # a kernel sets sys.ps1 too
+    return hasattr(sys, "ps1")
 
 # %% ../nbs/03_train.ipynb #b85cd101
 def evaluate(checkpoint, dataset, label:str|None=None, out=None, split:str|None=None, bs:int|None=None,

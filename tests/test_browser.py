@@ -1,45 +1,26 @@
 """The explorer notebook served by Voilà, driven by Debian's headless Chromium through Playwright: the page loads, a
 change of layer and of channel redraws the figures. Skips (with the reason) when Chromium, Voilà or Playwright is
 missing. Never runs `playwright install`: the system browser at /usr/bin/chromium is used."""
-import json, os, shutil, signal, socket, subprocess, sys, time, urllib.request
+import os, shutil, signal, subprocess, sys, time, urllib.request
 from pathlib import Path
-import pytest, torch
+import pytest
+from _browser import (CHROMIUM, ROOT, browser_missing, explorer_state, fake_run, fig_data, free_port, served_env,
+                      wait_plot)
 
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = os.environ.get("ARTSTUDY_CHROMIUM", "/usr/bin/chromium")
 VOILA = Path(sys.executable).parent / "voila"
 
 def _why_skip():
-    if not Path(CHROMIUM).exists(): return f"no Chromium at {CHROMIUM} (Debian: apt-get install -y chromium)"
     if not VOILA.exists() and not shutil.which("voila"): return "voila is not installed (pip install -e '.[explorer]')"
-    try: import playwright.sync_api  # noqa: F401
-    except ImportError: return "playwright is not installed (pip install -e '.[explorer]'; never `playwright install`)"
-    return None
+    return browser_missing()
 
 pytestmark = pytest.mark.skipif(_why_skip() is not None, reason=str(_why_skip()))
-
-def _free_port():
-    with socket.socket() as s: s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
-
-def _fake_run(d:Path):
-    "A finished run folder without training: two random Lite0 checkpoints and the params the explorer reads."
-    from artstudy.models import create_backbone, save_checkpoint
-    from artstudy.data import dataset_path
-    for seed, f in ((0, "init.pth"), (1, "model.pth")):
-        torch.manual_seed(seed)
-        save_checkpoint(create_backbone("efficientnet_lite0", pretrained=False, num_classes=7), d / f)
-    (d / "params.json").write_text(json.dumps(dict(image_size=48, data=dict(path=str(dataset_path("wikiart7")), label="style"))))
-    (d / "metrics.json").write_text("{}")
-    return d
 
 @pytest.fixture
 def served(tmp_path):
     "Voilà serving nbs/explore.ipynb on a fake run, on 127.0.0.1 only; HOME and TMPDIR point into tmp_path."
-    run = _fake_run(tmp_path / "runs" / "study" / "fake")
-    home = tmp_path / "home"; (home / "tmp").mkdir(parents=True)
-    env = dict(os.environ, HOME=str(home), TMPDIR=str(home / "tmp"), ARTSTUDY_EXPLORE_RUNS=str(run), IN_TEST="1",
-               ARTSTUDY_CACHE_DIR=str(tmp_path / "cache"), ARTSTUDY_RUNS_DIR=str(tmp_path / "runs"), PYTHONUNBUFFERED="1")
-    port = _free_port()
+    run = fake_run(tmp_path / "runs" / "study" / "fake")
+    env = served_env(tmp_path, run); home = Path(env["HOME"])
+    port = free_port()
     log = open(tmp_path / "voila.log", "w")
     p = subprocess.Popen([str(VOILA) if VOILA.exists() else "voila", "nbs/explore.ipynb", "--no-browser", f"--port={port}",
                           "--Voila.ip=127.0.0.1", "--Voila.port_retries=0"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -57,21 +38,6 @@ def served(tmp_path):
         except subprocess.TimeoutExpired: p.kill(); p.wait()
         log.close()
 
-# The explorer's FigureWidget elements carry a class `explorer-fig-<name>`; plotly draws in that element or inside it.
-PLOT = """n => { const w = document.querySelector(`.explorer-fig-${n}`); if (!w) return null;
-    return w.classList.contains('js-plotly-plot') ? w : w.querySelector('.js-plotly-plot'); }"""
-
-def _fig_data(page, name):
-    "The plotly traces of explorer figure `name`, read in the page."
-    return page.evaluate(f"""n => {{ const el = ({PLOT})(n);
-        return el && el.data ? el.data.map(t => ({{type: t.type, name: t.name, n: (t.y || t.x || []).length}})) : null; }}""", name)
-
-def _wait_plot(page, name, cond, timeout=60_000):
-    "Wait until JS `cond` (over the plot element `el`) holds for explorer figure `name`."
-    page.wait_for_function(f"""n => {{ const el = ({PLOT})(n); return !!(el && el.data && ({cond})); }}""", arg=name, timeout=timeout)
-
-def _state(page): return page.locator(".explorer-state").inner_text()
-
 def test_explorer_page_reacts(served):
     from playwright.sync_api import sync_playwright, expect
     url, home, tmp = served
@@ -83,25 +49,25 @@ def test_explorer_page_reacts(served):
             page.goto(url, wait_until="domcontentloaded", timeout=180_000)
             state = page.locator(".explorer-state")
             expect(state).to_contain_text("layer=bn2", timeout=180_000)  # the kernel ran the notebook
-            _wait_plot(page, "metric", "el.data.length == 2 && el.data[0].y.length == 1280")
+            wait_plot(page, "metric", "el.data.length == 2 && el.data[0].y.length == 1280")
             t_ready = time.perf_counter() - t0
-            assert [t["name"] for t in _fig_data(page, "metric")] == ["channels", "channel " + _state(page).split("channel=")[1].split()[0]]
-            assert {t["type"] for t in _fig_data(page, "topk")} <= {"image"} and _fig_data(page, "classes")[0]["type"] == "bar"
+            assert [t["name"] for t in fig_data(page, "metric")] == ["channels", "channel " + explorer_state(page).split("channel=")[1].split()[0]]
+            assert {t["type"] for t in fig_data(page, "topk")} <= {"image"} and fig_data(page, "classes")[0]["type"] == "bar"
             # change the layer with the dropdown
             page.locator(".widget-dropdown", has_text="layer").locator("select").select_option("blocks.4")
             expect(state).to_contain_text("layer=blocks.4 ", timeout=60_000)
-            _wait_plot(page, "metric", "el.data[0].y.length == 112")
-            before = _state(page)
+            wait_plot(page, "metric", "el.data[0].y.length == 112")
+            before = explorer_state(page)
             title0 = page.locator(".explorer-fig-metrics .gtitle").text_content()
             # change the channel: keyboard presses on the focused slider handle
             handle = page.locator(".widget-slider", has_text="rank").locator(".noUi-handle")
             handle.focus()
             for _ in range(2): handle.press("ArrowRight")
             expect(state).to_contain_text("rank=2", timeout=60_000)
-            ch = _state(page).split("channel=")[1].split()[0]
+            ch = explorer_state(page).split("channel=")[1].split()[0]
             expect(page.locator(".explorer-fig-metrics .gtitle")).to_have_text(f"blocks.4 : channel {ch}", timeout=60_000)
-            assert page.locator(".explorer-fig-metrics .gtitle").text_content() != title0 and _state(page) != before
-            _wait_plot(page, "metric", "el.data[1].x[0] == 2")
+            assert page.locator(".explorer-fig-metrics .gtitle").text_content() != title0 and explorer_state(page) != before
+            wait_plot(page, "metric", "el.data[1].x[0] == 2")
             shot = tmp / "explorer.png"
             page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 10_000

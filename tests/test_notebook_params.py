@@ -55,3 +55,20 @@ def test_an_equals_sign_in_a_comment_is_caught(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="papermill"):
         params = pm.inspect_notebook(tmp_path / "bad.ipynb")
     assert list(params) == ["MODE"] and any("Unable to parse line 2" in r.getMessage() for r in caplog.records)
+
+def test_progress_is_for_people_not_papermill(tmp_path):
+    "`interactive()` (progress bars of training) is False in a kernel papermill started by hand, True in one nbconvert started."
+    import subprocess, sys, os
+    from pathlib import Path
+    nb = {"cells": [{"id": "p0", "cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
+                     "source": "from artstudy.train import interactive\nprint('interactive', interactive())"}],
+          "metadata": {"kernelspec": {"name": "python3", "language": "python", "display_name": "Python 3"},
+                       "language_info": {"name": "python"}}, "nbformat": 4, "nbformat_minor": 5}
+    (tmp_path / "probe.ipynb").write_text(json.dumps(nb))
+    env = {k: v for k, v in os.environ.items() if k not in ("ARTSTUDY_QUIET", "IN_TEST", "ARTSTUDY_RUNNER", "PAPERMILL_EXECUTION")}
+    bin_ = Path(sys.executable).parent
+    def printed(out): return "".join("".join(o.get("text", "")) for o in json.loads(out.read_text())["cells"][0]["outputs"])
+    subprocess.run([str(bin_ / "papermill"), "probe.ipynb", "pm.ipynb"], cwd=tmp_path, env=env, check=True, capture_output=True)
+    subprocess.run([str(bin_ / "jupyter"), "nbconvert", "--to", "notebook", "--execute", "probe.ipynb", "--output", "nbc.ipynb"],
+                   cwd=tmp_path, env=env, check=True, capture_output=True)
+    assert "interactive False" in printed(tmp_path / "pm.ipynb") and "interactive True" in printed(tmp_path / "nbc.ipynb")
