@@ -336,10 +336,14 @@ def overlap_chance(idx_a, idx_b, n_images:int) -> float:
 def overlap_null(idx_a, idx_b, n_images:int, n_perm:int=200, seed:int=0) -> np.ndarray:
     "Layer-mean top-k overlap with B's images relabelled by a random permutation (one for all channels), `n_perm` times."
     a, b = torch.as_tensor(idx_a).long(), torch.as_tensor(idx_b).long()
+    member = torch.zeros(a.shape[0], n_images + 1, dtype=torch.bool)      # A's sets as a (C, N+1) mask; N: "no image"
+    member.scatter_(1, torch.where(a >= 0, a, n_images), True); member[:, n_images] = False
+    den = torch.maximum((a >= 0).sum(1), (b >= 0).sum(1)).double()       # as `topk_overlap` with k=None
     g = torch.Generator().manual_seed(seed); out = []
     for _ in range(n_perm):
         p = torch.randperm(n_images, generator=g)
-        out.append(_nanmean(topk_overlap(a, torch.where(b >= 0, p[b.clamp_min(0)], b)).numpy()))
+        hit = member.gather(1, torch.where(b >= 0, p[b.clamp_min(0)], n_images)).sum(1).double()
+        out.append(_nanmean(torch.where(den > 0, hit / den.clamp_min(1), torch.full_like(hit, float("nan"))).numpy()))
     return np.array(out)
 
 def entropy_change(idx_a, idx_b, labels, n_classes:int|None=None) -> float:

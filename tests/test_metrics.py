@@ -261,6 +261,12 @@ def test_overlap_null_against_hypergeometric():
     h = hypergeom(N, k, k)                         # |A ∩ π(B)| for one channel, independent channels
     assert null.mean() == pytest.approx(h.mean() / k, abs=0.005)
     assert null.std() == pytest.approx(h.std() / k / math.sqrt(C), rel=0.25)
+    b[3, 20:] = -1; a[5] = -1                       # a short set and an empty one
+    g = torch.Generator().manual_seed(7); few = overlap_null(a, b, N, n_perm=3, seed=7)
+    for v in few:                                    # brute force with Python sets, the same permutations
+        p = torch.randperm(N, generator=g).numpy()
+        ref = [len(set(x[x >= 0]) & set(p[y[y >= 0]])) / max((x >= 0).sum(), (y >= 0).sum()) for x, y in zip(a, b)]
+        assert v == pytest.approx(np.mean(ref))
     s = null_summary(1.0, null)                      # identical sets: far above chance
     assert s["p"] == pytest.approx(1 / 401) and s["q05"] < k / N < s["q95"]
 
