@@ -1,8 +1,9 @@
 """Benchmark of the analysis pass (artstudy.metrics): time and memory of the all-layer metrics pass for a model pair.
 
 Prints JSON with
-- `ratio_vs_plain_pair`: metrics pass (two models fed the same batches, hooks on every analysis layer, CKA sums, top-k
-  merges for both models, then the tables) / a plain eval pass of the same two models over the same images.
+- `ratio_vs_plain_pair`: metrics pass (two models fed the same batches, hooks on every analysis layer, pooled features
+  kept, top-k merges for both models, then the tables without permutation nulls) / a plain eval pass of the same two
+  models over the same images.
   Target <= 1.5.
 - `ratio_vs_plain_single`: the same pass / a plain eval pass of ONE model (what the pair costs against one inference).
 - `maxrss_mb`: peak resident memory (resource.getrusage maxrss, each run in its own subprocess) of the plain and the
@@ -71,7 +72,7 @@ def _plain(models, loader):
 def _metrics(a, b, loader, layers, k):
     from artstudy.metrics import analysis_pass, _tables
     res = analysis_pass(a, b, loader, layers, k=k, progress=False)
-    return _tables(a, b, res, layers, k, 7)
+    return _tables(a, b, res, layers, k, 7, n_perm=0)   # the pass and its tables; `--full` times the permutation nulls
 
 def full(size, bs, k, n_calib, n_perm):
     "One full `compare` (whole valid split, control, nulls), timed by phase."
