@@ -18,7 +18,7 @@ import numpy as np, torch
 __all__ = ['DEFAULTS', 'STAGED_METRICS', 'METRICS', 'STUDY_PACKAGES', 'find_settings', 'project_root', 'settings', 'get_setting',
            'data_roots', 'dataset_path', 'data_root', 'runs_dir', 'cache_dir', 'seed_everything', 'default_device',
            'atomic_path', 'atomic_write_text', 'atomic_write_json', 'atomic_save', 'read_json', 'stage_metrics',
-           'finish_run', 'error_list', 'check_writable', 'sha256_file', 'git_commit', 'package_versions']
+           'finish_run', 'error_list', 'check_writable', 'sha256_file', 'git_commit', 'package_versions', 'interactive']
 
 # %% ../nbs/00_config.ipynb #10b0bc11
 DEFAULTS = dict(data_root="", runs_dir="runs", cache_dir=".cache", backbone="efficientnet_lite0", image_size=128,
@@ -304,3 +304,17 @@ def package_versions(names=STUDY_PACKAGES) -> dict:
         try: res[n] = metadata.version(n)
         except metadata.PackageNotFoundError: res[n] = None
     return res
+
+# %% ../nbs/00_config.ipynb #2889e52d
+def _papermill_kernel() -> bool:
+    "True when this process was started by papermill (`papermill in.ipynb out.ipynb`, run by hand or by the runner)."
+    try:
+        import psutil
+        return any(Path(a).name == "papermill" for a in psutil.Process().parent().cmdline()[:3])
+    except Exception: return False
+
+def interactive() -> bool:
+    "True in a notebook or terminal a person runs; False under papermill (by hand or the runner), a pipe or tests."
+    if any(os.environ.get(k) for k in ("PAPERMILL_EXECUTION", "ARTSTUDY_QUIET", "ARTSTUDY_RUNNER", "IN_TEST")): return False
+    if "ipykernel" in sys.modules: return not _papermill_kernel()   # a kernel sets sys.ps1 too
+    return hasattr(sys, "ps1")

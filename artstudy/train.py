@@ -19,7 +19,7 @@ from fastai.metrics import ActivationType
 from fastai.callback.fp16 import MixedPrecision
 from torch.amp import GradScaler
 from sklearn.metrics import average_precision_score, confusion_matrix
-from .config import (atomic_save, atomic_write_json, cache_dir, atomic_write_text, default_device, get_setting, git_commit, package_versions, read_json,
+from .config import (interactive, atomic_save, atomic_write_json, cache_dir, atomic_write_text, default_device, get_setting, git_commit, package_versions, read_json,
                              runs_dir, seed_everything, sha256_file)
 from .data import (ArtDataset, BatchTfm, ImageItems, collate_uint8, eval_loader, file_records, image_cache,
                            load_dataset, make_dls, subset)
@@ -32,7 +32,7 @@ __all__ = ['MODES', 'RUN_DEFAULTS', 'FAST_CPU_ENV', 'mode_config', 'opt_func', '
            'init_model', 'upper_splitter', 'build_learner', 'default_reinit_block', 'fit_mode', 'cached_features',
            'weights_hash', 'feature_file', 'split_features', 'fit_cached_head', 'run_params', 'data_checksums',
            'HistoryCSV', 'predict_probs', 'select_data', 'hardware_info', 'fast_path_info', 'start_run', 'train_run',
-           'interactive', 'evaluate']
+           'evaluate']
 
 # %% ../nbs/03_train.ipynb #04a5d8e6
 MODES = {
@@ -472,20 +472,6 @@ def train_run(params:dict|None=None, run_dir=None, **kwargs) -> dict:
                "train_img_per_s": round(n_train * p["epochs"] / train_s, 1) if train_s > 0 else None, "reports": reports}
     atomic_write_json(run_dir/"metrics.staged.json", metrics)   # the notebook's last cell promotes it (config.finish_run)
     return metrics
-
-def _papermill_kernel() -> bool:
-    "True when this process was started by papermill (`papermill in.ipynb out.ipynb`, run by hand)."
-    try:
-        import psutil
-        return any(Path(a).name == "papermill" for a in psutil.Process().parent().cmdline()[:3])
-    except Exception: return False
-
-def interactive() -> bool:
-    "True in a notebook or terminal a person runs; False under papermill (by hand or the runner), a pipe or tests."
-    import sys, os
-    if any(os.environ.get(k) for k in ("PAPERMILL_EXECUTION", "ARTSTUDY_QUIET", "ARTSTUDY_RUNNER", "IN_TEST")): return False
-    if "ipykernel" in sys.modules: return not _papermill_kernel()   # a kernel sets sys.ps1 too
-    return hasattr(sys, "ps1")
 
 # %% ../nbs/03_train.ipynb #b85cd101
 def evaluate(checkpoint, dataset, label:str|None=None, out=None, split:str|None=None, bs:int|None=None,
