@@ -186,3 +186,13 @@ def test_data_seed_fixes_the_images_while_seed_varies():
     base = dict(dataset="wikiart7", n_per_class=5, n_valid_per_class=2)
     files = lambda **kw: list(select_data(run_params(base, **kw)).df.path)
     assert files(seed=2, data_seed=1) == files(seed=1) != files(seed=2)
+
+def test_every_run_is_scored_on_the_whole_fixed_test_split():
+    "Subsets reduce train and valid only: every mode and seed sees all 1,260 wikiart7 test images, the same ones."
+    from artstudy.train import run_params, select_data
+    full = load_dataset("wikiart7")
+    test = sorted(full.df.path[full.df.split == "test"])
+    for seed in (1, 2):
+        ds = select_data(run_params(dict(dataset="wikiart7", n_per_class=5, n_valid_per_class=2, seed=seed)))
+        assert sorted(ds.df.path[ds.df.split == "test"]) == test and len(test) == 1260
+        assert (ds.df.split == "train").sum() == 35 and (ds.df.split == "valid").sum() == 14
