@@ -529,6 +529,10 @@ def _read_checkpoint(path, map_location="cpu", mmap=False) -> dict:
                          f"{found}). A plain state dict loads with create_backbone(name, weights_path={str(path)!r}).")
     if ckpt.get("format", 1) > CHECKPOINT_FORMAT:
         raise ValueError(f"{path} has checkpoint format {ckpt['format']}, newer than this artstudy ({CHECKPOINT_FORMAT}); upgrade")
+    classes = ckpt.get("classes")
+    if isinstance(classes, list) and not ckpt.get("heads") and len(classes) != ckpt["num_classes"]:
+        raise ValueError(f"{path} lists {len(classes)} class names for a {ckpt['num_classes']}-class head: the file was edited "
+                         "or is damaged. Use the run's own model.pth again, or retrain the run.")
     return ckpt
 
 def checkpoint_meta(path) -> dict:

@@ -268,3 +268,11 @@ def test_checkpoint_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.pth"): load_checkpoint(tmp_path/"missing.pth")
     with pytest.raises(TypeError, match="model"): save_checkpoint(m, tmp_path/"x.pth", model=m)
     with pytest.raises(ValueError, match="reserved"): save_checkpoint(m, tmp_path/"x.pth", backbone="other")
+
+def test_a_tampered_checkpoint_names_the_file_and_the_mismatch(tmp_path):
+    "3 class names written over a 7-class head: a clear error naming the file, before any weight is loaded."
+    m = create_backbone("efficientnet_lite0", pretrained=False, num_classes=7)
+    f = save_checkpoint(m, tmp_path/"model.pth", classes=list("abcdefg"))
+    raw = torch.load(f, weights_only=True); raw["classes"] = ["a", "b", "c"]; torch.save(raw, f)
+    for load in (load_checkpoint, checkpoint_meta):
+        with pytest.raises(ValueError, match=r"model.pth lists 3 class names for a 7-class head"): load(f)
