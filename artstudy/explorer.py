@@ -13,6 +13,7 @@ channel's panels can be exported to HTML (always) or PNG (with kaleido and Chrom
 # %% ../nbs/08_explorer.ipynb #35a1419d
 from __future__ import annotations
 import io, os, shutil, time
+from copy import deepcopy
 from functools import lru_cache
 from pathlib import Path
 import numpy as np, pandas as pd, torch
@@ -28,7 +29,7 @@ from .saliency import compare_saliency
 __all__ = ['METRICS', 'SORT_KEYS', 'FEATVIS_DEFAULTS', 'channel_table', 'sort_channels', 'channel_summary', 'plot_channel_metric',
            'plot_featvis_pair', 'plot_topk_pair', 'plot_class_histogram', 'plot_channel_metrics', 'channel_figures',
            'featvis_images', 'find_browser', 'figures_png', 'export_channel', 'resolve_run_path', 'find_runs',
-           'checkpoint_path', 'run_comparison', 'FilterExplorer', 'explore']
+           'checkpoint_path', 'run_comparison', 'redraw', 'FilterExplorer', 'explore']
 
 # %% ../nbs/08_explorer.ipynb #1e185525
 METRICS = {"D_k": "relative_change", "overlap": "overlap", "entropy_a": "entropy_a", "entropy_b": "entropy_b",
@@ -265,6 +266,21 @@ def _figure_widget(fig:go.Figure, name:str) -> go.FigureWidget:
     fw.add_class(f"explorer-fig-{name}")
     return fw
 
+def _cached(run) -> dict:
+    "{key: mtime} of the analyses cached in run folder `run` (what `compare` reads instead of recomputing)."
+    return {p.stem: p.stat().st_mtime_ns for p in (Path(run) / "analysis").glob("*.npz")}
+
+def redraw(fw:go.FigureWidget, fig:go.Figure) -> go.FigureWidget:
+    "Make the live `fw` show `fig` in place (same widget, same comm): its traces and layout, old layout keys removed."
+    gone = {k: None for k in fw.layout.to_plotly_json() if k not in fig.layout.to_plotly_json()}
+    fw.data = ()                                # Plotly.deleteTraces in every open view
+    if gone: fw.plotly_relayout(gone)           # e.g. the axes of a subplot grid that shrank
+    fw.layout = fig.layout                      # Plotly.relayout
+    fw.add_traces(fig.data)                     # Plotly.addTraces
+    # the full state, for a view opened later (Voilà's page attaches after the kernel ran the notebook)
+    fw._widget_layout, fw._widget_data = deepcopy(fw._layout_obj._props), deepcopy(fw._data)
+    return fw
+
 class FilterExplorer:
     "Widget over the panel builders: pick runs, layer and channel; render feature visualisations on demand; export."
     def __init__(self, runs, reference:str="init", dataset=None, k:int=20, n_images:int|None=200, split:str|None="valid",
@@ -291,7 +307,6 @@ class FilterExplorer:
         self.status = W.Label().add_class("explorer-status")
         names = ("metric", "featvis", "topk", "classes", "metrics", "saliency")
         self.figures = {n: _figure_widget(go.Figure(), n) for n in names}
-        self._slots = {n: W.Box([f]) for n, f in self.figures.items()}
         self._busy = False
         self._load(layer)
         self.run_w.observe(self._on_run, "value"); self.ref_w.observe(self._on_ref, "value")
@@ -301,7 +316,7 @@ class FilterExplorer:
         self.render_b.on_click(lambda b: self.render_featvis())
         self.sal_b.on_click(lambda b: self.show_saliency())
         self.export_b.on_click(lambda b: self.export(self.path_w.value or None))
-        F = self._slots
+        F = self.figures
         self.widget = W.VBox([
             W.HBox([self.run_w, self.ref_w, self.layer_w]), W.HBox([self.sort_w, self.rank_w, self.state]),
             F["metric"], W.HBox([W.VBox([W.HBox([self.render_b, self.auto_w]), F["featvis"]]), F["metrics"]]),
@@ -326,10 +341,12 @@ class FilterExplorer:
         key = (str(self.run), self.ref_w.value)
         if key not in self._res:
             self.status.value = f"comparing {self.labels[1]} with {self.labels[0]}…"
-            t0 = time.perf_counter()
-            self._res[key] = run_comparison(self.run, self.ref_w.value, **self.cmp)
-            self.timings["compare"] = time.perf_counter() - t0
-            self.status.value = f"compared in {self.timings['compare']:.1f} s"
+            t0, before = time.perf_counter(), _cached(self.run)
+            self._res[key] = res = run_comparison(self.run, self.ref_w.value, **self.cmp)
+            self.timings["compare"] = dt = time.perf_counter() - t0
+            hit = before.get(res["key"]) is not None and before.get(res["key"]) == _cached(self.run).get(res["key"])
+            self.status.value = (f"analysis read from the cache in {dt:.1f} s" if hit else
+                                 f"compared in {dt:.1f} s (cached in {self.run.name}/analysis for the next open)")
         layers = list(self.result["topk"])
         self._busy = True
         try:
@@ -397,10 +414,8 @@ class FilterExplorer:
         if self.auto_w.value: self.render_featvis()
 
     def _show(self, name:str, fig:go.Figure):
-        "Show `fig` in panel `name`: a new FigureWidget replaces the old one (whose state a live page may not track)."
-        old, self.figures[name] = self.figures[name], _figure_widget(fig, name)
-        self._slots[name].children = (self.figures[name],)
-        old.close()
+        "Show `fig` in panel `name`, redrawn in place: a panel keeps one FigureWidget (and one comm) for its lifetime."
+        redraw(self.figures[name], fig)
 
     def _on_click(self, trace, points, state):
         if points.point_inds: self.rank_w.value = int(points.point_inds[0])
