@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np, torch
 
 # %% auto #0
-__all__ = ['DEFAULTS', 'STAGED_METRICS', 'METRICS', 'STUDY_PACKAGES', 'find_settings', 'project_root', 'settings', 'get_setting',
-           'data_roots', 'dataset_path', 'data_root', 'runs_dir', 'cache_dir', 'seed_everything', 'default_device',
-           'atomic_path', 'atomic_write_text', 'atomic_write_json', 'atomic_save', 'read_json', 'stage_metrics',
-           'finish_run', 'error_list', 'check_writable', 'sha256_file', 'git_commit', 'package_versions', 'interactive']
+__all__ = ['DEFAULTS', 'STAGED_METRICS', 'METRICS', 'STUDY_PACKAGES', 'FAST_CPU_ENV', 'find_settings', 'project_root', 'settings',
+           'get_setting', 'data_roots', 'dataset_path', 'data_root', 'runs_dir', 'cache_dir', 'seed_everything',
+           'default_device', 'atomic_path', 'atomic_write_text', 'atomic_write_json', 'atomic_save', 'read_json',
+           'stage_metrics', 'finish_run', 'error_list', 'check_writable', 'sha256_file', 'git_commit',
+           'package_versions', 'state_dict_hash', 'interactive']
 
 # %% ../nbs/00_config.ipynb #10b0bc11
 DEFAULTS = dict(data_root="", runs_dir="runs", cache_dir=".cache", backbone="efficientnet_lite0", image_size=128,
@@ -304,6 +305,19 @@ def package_versions(names=STUDY_PACKAGES) -> dict:
         try: res[n] = metadata.version(n)
         except metadata.PackageNotFoundError: res[n] = None
     return res
+
+# %% ../nbs/00_config.ipynb #55802304
+def state_dict_hash(model, skip:tuple=()) -> str:
+    "SHA-256 of `model`'s state dict (names, dtypes, shapes, values; memory format ignored), keys under `skip` prefixes left out."
+    h = hashlib.sha256()
+    for k, t in model.state_dict().items():
+        if skip and k.startswith(tuple(skip)): continue
+        t = t.detach().cpu().contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}\n".encode()); h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+# %% ../nbs/00_config.ipynb #386aa73f
+FAST_CPU_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736", "OMP_WAIT_POLICY": "PASSIVE"}
 
 # %% ../nbs/00_config.ipynb #2889e52d
 def _papermill_kernel() -> bool:

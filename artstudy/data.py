@@ -26,9 +26,9 @@ from .config import (atomic_path, atomic_write_json, cache_dir, dataset_path, de
 # %% auto #0
 __all__ = ['SPLITS', 'SPLIT_ALIASES', 'META_COLUMNS', 'IMAGE_EXTS', 'IMAGENET_STATS', 'RESAMPLE', 'MISSING', 'DatasetError',
            'to_rgb', 'load_image', 'synthetic_dataset', 'ArtDataset', 'read_table', 'label_columns', 'file_records',
-           'resplit', 'validate_dataset', 'load_dataset', 'read_sums', 'verify_checksums', 'subset', 'cache_key',
-           'cache_file', 'image_cache', 'ImageItems', 'collate_uint8', 'BatchTfm', 'item_dls', 'make_dls',
-           'EvalCollate', 'eval_loader']
+           'resplit', 'load_dataset', 'read_sums', 'verify_checksums', 'subset', 'cache_key', 'cache_file',
+           'image_cache', 'ImageItems', 'collate_uint8', 'BatchTfm', 'item_dls', 'make_dls', 'EvalCollate',
+           'eval_loader']
 
 # %% ../nbs/01_data.ipynb #fb676c1b
 SPLITS = ("train", "valid", "test")
@@ -306,15 +306,6 @@ def _warn_absent(ds):
     miss = {s: sorted(set(ds.classes) - set(ds.split(s).counts().index)) for s in SPLITS if (ds.df.split == s).any()}
     miss = {s: m for s, m in miss.items() if m}
     if miss: warnings.warn(f"{ds.name}: classes absent from a split: {miss}")
-
-def validate_dataset(ds:ArtDataset, on_error:str="raise", num_threads:int|None=None, progress:bool|None=None) -> ArtDataset:
-    "Check every file of `ds` (exists, non-empty, decodes); raise one `DatasetError` naming all bad files, or drop them."
-    recs = file_records(ds.root, ds.df["path"], num_threads, progress)
-    bad = [(p, recs[p]["err"]) for p in dict.fromkeys(ds.df["path"]) if recs[p].get("err")]
-    if not bad: return ds
-    if on_error == "raise": raise DatasetError(_report(bad, str(ds.root), _fix_hint()), bad)
-    warnings.warn(_report(bad, str(ds.root), "These files are skipped."))
-    return replace(ds, df=ds.df[~ds.df["path"].isin(dict(bad))].reset_index(drop=True))
 
 def load_dataset(path_or_name, label:str|None=None, labels:list|None=None, on_error:str="raise", verify:bool=False,
                  validate:bool=True, multi_label:bool|None=None, sep:str=";", split_seed:int=2020, root=None,

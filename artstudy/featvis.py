@@ -21,14 +21,15 @@ from plotly.subplots import make_subplots
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
-from .config import atomic_save, cache_dir, sha256_file
+from .config import atomic_save, cache_dir, sha256_file, state_dict_hash
+from .models import analysis_layers, backbone_cfg, load_checkpoint
 
 # %% auto #0
 __all__ = ['COLOR_CORRELATION_SVD_SQRT', 'COLOR_CORRELATION', 'PARAMS', 'FEATVIS_VERSION', 'METRIC_ALIASES', 'to_rgb',
            'rfft2d_freqs', 'fft_image', 'pixel_image', 'image_param', 'Shift', 'RandomJitter', 'standard_transforms',
            'layer_names', 'get_layer', 'LayerHooks', 'Objective', 'channel', 'neuron', 'layer_mean', 'direction',
-           'model_stats', 'state_dict_hash', 'start_images', 'render', 'render_checkpoint', 'channel_activation',
-           'activation_gain', 'select_channels', 'image_grid', 'side_by_side']
+           'model_stats', 'start_images', 'render', 'render_checkpoint', 'channel_activation', 'activation_gain',
+           'select_channels', 'image_grid', 'side_by_side']
 
 # %% ../nbs/07_featvis.ipynb #b4293c89
 COLOR_CORRELATION_SVD_SQRT = torch.tensor([[0.26, 0.09, 0.02],
@@ -105,17 +106,10 @@ def standard_transforms(mean, std, robustness:bool=True, pad:int=12, jitter:int=
         RandomJitter(jitter2), Shift(0.5), norm])
 
 # %% ../nbs/07_featvis.ipynb #c7625cc8
-def _models():
-    "The `artstudy.models` module when it is importable, else None (featvis works with explicit stats without it)."
-    try:
-        import artstudy.models as m
-        return m
-    except ImportError: return None
-
 def layer_names(model:nn.Module) -> list[str]:
     "Layers worth analysing: the registry's `analysis_layers`, else timm's `feature_info`, else top-level children."
-    try: return list(_models().analysis_layers(model))
-    except Exception: pass  # no (working) registry: fall back on timm's feature_info
+    try: return list(analysis_layers(model))
+    except Exception: pass  # not a registry backbone: timm's feature_info
     fi = getattr(model, "feature_info", None)
     if fi is not None:
         try: return [d["module"] for d in (fi.get_dicts() if hasattr(fi, "get_dicts") else fi)]
@@ -221,24 +215,14 @@ FEATVIS_VERSION = 1  # bump when the rendering changes, to invalidate caches
 def model_stats(model:nn.Module, mean=None, std=None) -> tuple[tuple, tuple]:
     "Normalisation (mean, std): explicit values, else the registry's `backbone_cfg`, else timm's `pretrained_cfg`."
     if mean is not None and std is not None: return tuple(float(v) for v in mean), tuple(float(v) for v in std)
-    cfg, m = {}, _models()
-    if m is not None and hasattr(m, "backbone_cfg"):
-        try: cfg = dict(m.backbone_cfg(model))
-        except Exception: cfg = {}
+    try: cfg = dict(backbone_cfg(model))
+    except Exception: cfg = {}   # not a registry backbone: timm's pretrained_cfg
     if "mean" not in cfg or "std" not in cfg: cfg = dict(getattr(model, "pretrained_cfg", None) or {})
     mean = cfg.get("mean") if mean is None else mean
     std = cfg.get("std") if std is None else std
     if mean is None or std is None:
         raise ValueError(f"cannot tell the normalisation stats of {type(model).__name__}; pass mean= and std=")
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
-
-def state_dict_hash(model:nn.Module) -> str:
-    "SHA-256 of the model's state dict (names, shapes, dtypes and values)."
-    h = hashlib.sha256(type(model).__name__.encode())
-    for k, v in model.state_dict().items():
-        h.update(f"{k}|{tuple(v.shape)}|{v.dtype}".encode())
-        h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 def _item_seed(seed, k): return int(hashlib.sha256(f"{seed}:{k}".encode()).hexdigest()[:15], 16)
 
@@ -280,7 +264,7 @@ def render(model:nn.Module, layer:str, channels, steps:int=128, size:int=128, lr
     root = None if cache is False else Path(cache_dir() if cache is True else cache) / "featvis"
     files, done = {}, {}
     if root is not None:
-        model_key = model_key or state_dict_hash(model)
+        model_key = model_key or f"{type(model).__name__}:{state_dict_hash(model)}"
         for k in dict.fromkeys(chans):
             files[k] = _cache_file(root, model_key, layer, k, settings)
             if files[k].exists():
@@ -307,9 +291,7 @@ def render(model:nn.Module, layer:str, channels, steps:int=128, size:int=128, lr
 
 def render_checkpoint(path, layer:str, channels, **kwargs) -> torch.Tensor:
     "`render` a checkpoint file (loaded with `artstudy.models.load_checkpoint`), cached by the file's hash."
-    m = _models()
-    if m is None or not hasattr(m, "load_checkpoint"): raise ImportError("render_checkpoint needs artstudy.models.load_checkpoint")
-    return render(m.load_checkpoint(path), layer, channels, model_key=sha256_file(path), **kwargs)
+    return render(load_checkpoint(path), layer, channels, model_key=sha256_file(path), **kwargs)
 
 # %% ../nbs/07_featvis.ipynb #582b5bc0
 @torch.no_grad()

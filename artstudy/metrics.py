@@ -9,14 +9,14 @@ runs them all in one pass over a dataset for two checkpoints and caches the tabl
 
 # %% ../nbs/06_metrics.ipynb #80ac88c2
 from __future__ import annotations
-import copy, dataclasses, hashlib, io, json, time, warnings
+import copy, dataclasses, hashlib, json, time, warnings
 from pathlib import Path
 from typing import Mapping
 import numpy as np, pandas as pd, torch
 from torch import nn
 import plotly.express as px, plotly.graph_objects as go
 from plotly.subplots import make_subplots
-from .config import atomic_path, atomic_write_json, sha256_file, cache_dir, get_setting, read_json
+from .config import atomic_path, atomic_write_json, sha256_file, cache_dir, get_setting, state_dict_hash
 from .activations import stream_activations, model_device, _progress
 
 # %% auto #0
@@ -431,13 +431,8 @@ def _resolve_ckpt(run, other=None):
     if not p.is_file(): raise FileNotFoundError(f"no checkpoint at {p}; give a .pth file, a run folder with model.pth, or 'init'")
     return p
 
-def _module_hash(m:nn.Module) -> str:
-    h = hashlib.sha256()
-    for k, v in m.state_dict().items(): h.update(k.encode()); h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
 def _load(ck):
-    if isinstance(ck, nn.Module): return ck, _module_hash(ck)
+    if isinstance(ck, nn.Module): return ck, state_dict_hash(ck)
     from artstudy.models import load_checkpoint
     return load_checkpoint(ck), sha256_file(ck)
 

@@ -12,7 +12,7 @@ Checkpoints are plain dicts that `torch.load(weights_only=True)` reads back."""
 
 # %% ../nbs/02_models.ipynb #ae4cdfe8
 from __future__ import annotations
-import copy, difflib, fnmatch, importlib, math, os
+import copy, difflib, fnmatch, importlib, os
 from functools import partial
 from pathlib import Path
 import torch, timm, torchvision
@@ -22,9 +22,8 @@ from .config import atomic_save
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'CHECKPOINT_FORMAT', 'MissingWeightsError', 'register_backbone', 'list_backbones',
            'lite_key_map', 'convert_lite_weights', 'lite_weights_file', 'backbone_cfg', 'head_module', 'reset_head',
-           'body_parameters', 'MultiHeadLinear', 'set_head', 'analysis_layers', 'conv_layers', 'block_names',
-           'probe_layers', 'create_backbone', 'split_groups', 'reinit_upper', 'freeze_lower', 'save_checkpoint',
-           'checkpoint_meta', 'load_checkpoint']
+           'MultiHeadLinear', 'set_head', 'analysis_layers', 'conv_layers', 'block_names', 'probe_layers',
+           'create_backbone', 'split_groups', 'reinit_upper', 'save_checkpoint', 'checkpoint_meta', 'load_checkpoint']
 
 # %% ../nbs/02_models.ipynb #2057a5e0
 _REGISTRY: dict[str, dict] = {}
@@ -290,12 +289,6 @@ def reset_head(model:nn.Module, num_classes:int) -> nn.Module:
     head_module(bb).to(device=old.weight.device, dtype=old.weight.dtype)
     return model
 
-def body_parameters(model:nn.Module) -> list[nn.Parameter]:
-    "Parameters of `model`'s backbone outside its classifier."
-    prefix, bb = _backbone(model)
-    head = _cfg(bb)["head"]
-    return [p for n, p in bb.named_parameters() if not _under(n, head)]
-
 # %% ../nbs/02_models.ipynb #ddab5220
 class MultiHeadLinear(nn.Module):
     "One linear classifier per task on shared features; `forward` returns a tuple of logits in task order."
@@ -479,17 +472,6 @@ def reinit_upper(model:nn.Module, from_block:int|str) -> list[str]:
         if isinstance(m, nn.modules.batchnorm._BatchNorm): m.reset_running_stats()
         done.append(n)
     return done
-
-def freeze_lower(model:nn.Module, from_block:int|str) -> list[str]:
-    "Freeze the parameters below block `from_block`, unfreeze the rest; returns the frozen parameter names."
-    prefix = _backbone(model)[0]
-    upper = {id(p) for _, m in _upper_modules(model, from_block) for p in m.parameters(recurse=False)}
-    frozen = []
-    for n, p in model.named_parameters():
-        train = id(p) in upper or not n.startswith(prefix)  # parameters outside the backbone (a wrapper's heads) train
-        p.requires_grad_(train)
-        if not train: frozen.append(n)
-    return frozen
 
 # %% ../nbs/02_models.ipynb #a346af63
 CHECKPOINT_FORMAT = 1

@@ -11,7 +11,7 @@ every task's label and probabilities."""
 
 # %% ../nbs/04_multitask.ipynb #0bd4db76
 from __future__ import annotations
-import contextlib, io, json, random, time, warnings
+import contextlib, json, time
 from functools import partial
 from pathlib import Path
 import numpy as np, pandas as pd, torch
@@ -22,7 +22,7 @@ from PIL import Image
 from fastai.vision.all import *
 from sklearn.metrics import f1_score
 from .config import (atomic_write_json, dataset_path, default_device, get_setting, git_commit, package_versions,
-                             read_json, runs_dir, seed_everything)
+                             read_json)
 from .data import (ArtDataset, BatchTfm, DatasetError, EvalCollate, ImageItems, image_cache, item_dls, label_columns,
                            load_dataset, load_image, read_table, subset, to_rgb)
 from .models import (MultiHeadLinear, backbone_cfg, checkpoint_meta, head_module, load_checkpoint, reinit_upper,

@@ -9,7 +9,7 @@ writes a standalone HTML file. The report reads results only: it trains nothing 
 
 # %% ../nbs/10_report.ipynb #c58f55bd
 from __future__ import annotations
-import json, os, subprocess, sys
+import os, subprocess, sys
 from pathlib import Path
 import numpy as np, pandas as pd
 import plotly.express as px, plotly.graph_objects as go

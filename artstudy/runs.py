@@ -10,7 +10,7 @@ processes with one GPU each, or as Ray tasks), skips finished runs, isolates fai
 # %% ../nbs/09_runs.ipynb #7d548887
 from __future__ import annotations
 import base64, concurrent.futures as cf, copy, difflib, fnmatch, hashlib, importlib.util, itertools, json, os, queue
-import re, shutil, signal, socket, subprocess, sys, threading, time
+import re, signal, socket, subprocess, sys, threading, time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -19,8 +19,8 @@ import pandas as pd, yaml
 from . import config
 
 # %% auto #0
-__all__ = ['MAX_ID_LEN', 'RUN_STATES', 'CPU_FAST_ENV', 'FAILED', 'load_study', 'slugify', 'short_hash', 'make_run_id', 'RunSpec',
-           'toposort', 'expand_grid', 'run_state', 'run_meta', 'prepare_run_dir', 'StudyBusy', 'file_lock', 'child_env',
+__all__ = ['MAX_ID_LEN', 'RUN_STATES', 'FAILED', 'load_study', 'slugify', 'short_hash', 'make_run_id', 'RunSpec', 'toposort',
+           'expand_grid', 'run_state', 'run_meta', 'prepare_run_dir', 'StudyBusy', 'file_lock', 'child_env',
            'visible_gpus', 'notebook_error', 'check_kernel', 'execute_run', 'notebook_params', 'check_specs', 'plan',
            'run_study', 'flatten', 'study_dir', 'study_status', 'collect']
 
@@ -294,12 +294,10 @@ def file_lock(path, wait:bool=False, what:str="this study"):
     finally: f.close()
 
 # %% ../nbs/09_runs.ipynb #124ceb1c
-CPU_FAST_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736", "OMP_WAIT_POLICY": "PASSIVE"}
-
 def child_env(gpu=None, threads:int|None=None, base:dict|None=None) -> dict:
     "Environment for a run's process: CPU fast-path malloc settings, an optional pinned GPU and thread count."
     env = dict(os.environ if base is None else base)
-    for k, v in CPU_FAST_ENV.items(): env.setdefault(k, v)
+    for k, v in config.FAST_CPU_ENV.items(): env.setdefault(k, v)
     if gpu is not None: env["CUDA_VISIBLE_DEVICES"] = str(gpu)
     if threads: 
         for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"): env.setdefault(k, str(threads))

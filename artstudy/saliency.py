@@ -11,7 +11,6 @@ question the explorer (`artstudy.explorer`) asks filter by filter."""
 
 # %% ../nbs/07a_saliency.ipynb #0d32ecfd
 from __future__ import annotations
-from pathlib import Path
 import numpy as np, torch, torch.nn as nn
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots

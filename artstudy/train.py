@@ -20,19 +20,18 @@ from fastai.callback.fp16 import MixedPrecision
 from torch.amp import GradScaler
 from sklearn.metrics import average_precision_score, confusion_matrix
 from .config import (interactive, atomic_save, atomic_write_json, cache_dir, atomic_write_text, default_device, get_setting, git_commit, package_versions, read_json,
-                             runs_dir, seed_everything, sha256_file)
+                             runs_dir, seed_everything, sha256_file, state_dict_hash, FAST_CPU_ENV)
 from .data import (ArtDataset, BatchTfm, ImageItems, collate_uint8, eval_loader, file_records, image_cache,
                            load_dataset, make_dls, subset)
 from .models import (block_names, backbone_cfg, create_backbone, head_module, load_checkpoint, reinit_upper,
                              save_checkpoint, split_groups)
 
 # %% auto #0
-__all__ = ['MODES', 'RUN_DEFAULTS', 'FAST_CPU_ENV', 'mode_config', 'opt_func', 'group_lrs', 'mean_ap', 'top3', 'top5',
-           'fastai_metrics', 'classification_report', 'BestWeights', 'ChannelsLastInput', 'amp_dtype', 'Autocast',
-           'init_model', 'upper_splitter', 'build_learner', 'default_reinit_block', 'fit_mode', 'cached_features',
-           'weights_hash', 'feature_file', 'split_features', 'fit_cached_head', 'run_params', 'data_checksums',
-           'HistoryCSV', 'predict_probs', 'select_data', 'hardware_info', 'fast_path_info', 'start_run', 'train_run',
-           'evaluate']
+__all__ = ['MODES', 'RUN_DEFAULTS', 'mode_config', 'opt_func', 'group_lrs', 'mean_ap', 'top3', 'top5', 'fastai_metrics',
+           'classification_report', 'BestWeights', 'ChannelsLastInput', 'amp_dtype', 'Autocast', 'init_model',
+           'upper_splitter', 'build_learner', 'default_reinit_block', 'fit_mode', 'cached_features', 'weights_hash',
+           'feature_file', 'split_features', 'fit_cached_head', 'run_params', 'data_checksums', 'HistoryCSV',
+           'predict_probs', 'select_data', 'hardware_info', 'fast_path_info', 'start_run', 'train_run', 'evaluate']
 
 # %% ../nbs/03_train.ipynb #04a5d8e6
 MODES = {
@@ -224,15 +223,9 @@ def cached_features(model, loader, device=None, channels_last=True) -> tuple[tor
     return torch.cat(feats), torch.cat(ys)
 
 def weights_hash(model, skip_head:bool=True) -> str:
-    "SHA-256 of `model`'s state dict (names, dtypes, shapes, values; memory format ignored), the head left out by default."
+    "`config.state_dict_hash` of `model`, the head left out by default (the feature store's key: the body alone)."
     head = head_module(model) if skip_head else None
-    skip = tuple(f"{n}." for n, m in model.named_modules() if m is head)
-    h = hashlib.sha256()
-    for k, t in model.state_dict().items():
-        if skip and k.startswith(skip): continue
-        t = t.detach().cpu().contiguous()
-        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}\n".encode()); h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+    return state_dict_hash(model, skip=tuple(f"{n}." for n, m in model.named_modules() if m is head))
 
 _FEATURES_VERSION = "artstudy-features-v1"
 
@@ -380,8 +373,6 @@ def _report(model, ds, split, p, stats, dev, multi, feats=None):
         probs, ys = predict_probs(model, dl, dev, multi, channels_last=p["channels_last"])
     if multi: return {"mAP": mean_ap(probs, ys), "n_images": len(ys)}
     return classification_report(probs, ys, ds.classes)
-
-FAST_CPU_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736", "OMP_WAIT_POLICY": "PASSIVE"}
 
 def hardware_info(device=None) -> dict:
     "What a run ran on: CPU model, cores, torch threads, device (and GPU name): bit-identical reruns need the same CPU type."

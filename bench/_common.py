@@ -13,17 +13,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
 OUT = ROOT/"bench"/"out"
-FAST_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736", "OMP_WAIT_POLICY": "PASSIVE"}
+from artstudy.config import FAST_CPU_ENV   # the fast-path environment, defined once for the package and benchmarks
 
 def fast_env(base=None, on=True, keys=None) -> dict:
     "A copy of the environment with the fast-path variables (or only `keys`) set (`on`) and the others removed."
     env = dict(os.environ if base is None else base)
-    for k, v in FAST_ENV.items():
+    for k, v in FAST_CPU_ENV.items():
         if on and (keys is None or k in keys): env[k] = v
         else: env.pop(k, None)
     return env
 
-def has_fast_env() -> bool: return all(os.environ.get(k) == v for k, v in FAST_ENV.items())
+def has_fast_env() -> bool: return all(os.environ.get(k) == v for k, v in FAST_CPU_ENV.items())
 
 def ensure_fast_env():
     "Re-execute this script with the allocator settings if they are missing (what `make bench` exports anyway)."
@@ -37,7 +37,7 @@ def machine(**extra) -> dict:
     cuda = torch.cuda.is_available()
     return dict(cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(), torch=torch.__version__,
                 python=platform.python_version(), cuda=torch.cuda.get_device_name(0) if cuda else None,
-                fast_env={k: os.environ.get(k) for k in FAST_ENV}, date=time.strftime("%Y-%m-%dT%H:%M:%S"), **extra)
+                fast_env={k: os.environ.get(k) for k in FAST_CPU_ENV}, date=time.strftime("%Y-%m-%dT%H:%M:%S"), **extra)
 
 def median(xs): return float(statistics.median(xs))
 

@@ -17,52 +17,24 @@ best of `--repeats`. Lite0, CPU, 128 px, batch 32. Usage: python bench/analysis_
 """
 import argparse, json, os, resource, subprocess, sys, time
 from pathlib import Path
-import numpy as np, torch
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-FALLBACK_LAYERS = [f"blocks.{i}" for i in range(7)] + ["conv_head"]
 
 def _models():
-    "Two Lite0s: ImageNet weights vs a random init if the registry is built, else two random inits (timm)."
-    try:
-        from artstudy.models import create_backbone, analysis_layers
-        a = create_backbone("efficientnet_lite0", pretrained=False, num_classes=7)
-        try: b = create_backbone("efficientnet_lite0", pretrained=True, num_classes=7)
-        except Exception: b = create_backbone("efficientnet_lite0", pretrained=False, num_classes=7)
-        return a.eval(), b.eval(), analysis_layers(b), "artstudy.models"
-    except Exception:  # registry not built yet (or broken mid-edit): plain timm
-        import timm
-        torch.manual_seed(0); a = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=7)
-        torch.manual_seed(1); b = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=7)
-        return a.eval(), b.eval(), FALLBACK_LAYERS, "timm (random init)"
-
-class _Images(torch.utils.data.Dataset):
-    "Fallback eval dataset: resize shorter side, centre crop, normalise with 0.5/0.5."
-    def __init__(self, files, labels, size): self.files, self.labels, self.size = files, labels, size
-    def __len__(self): return len(self.files)
-    def __getitem__(self, i):
-        from PIL import Image, ImageOps
-        with Image.open(self.files[i]) as im: im = ImageOps.fit(im.convert("RGB"), (self.size, self.size))
-        x = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float().div_(255).sub_(0.5).div_(0.5)
-        return x, self.labels[i]
+    "Two Lite0s from the registry: ImageNet weights vs a random init."
+    from artstudy.models import create_backbone, analysis_layers
+    a = create_backbone("efficientnet_lite0", pretrained=False, num_classes=7)
+    b = create_backbone("efficientnet_lite0", pretrained=True, num_classes=7)
+    return a.eval(), b.eval(), analysis_layers(b), "artstudy.models"
 
 def _loader(n, size, bs):
     "The first-hit data root's wikiart7 valid split, n images spread over classes, decoded on the fly."
-    try:
-        from artstudy.data import load_dataset, eval_loader
-        from artstudy.metrics import _subset
-        ds = _subset(load_dataset("wikiart7"), "valid", n)
-        return eval_loader(ds, split=None, size=size, bs=bs, stats=((0.5,) * 3, (0.5,) * 3))
-    except Exception:  # artstudy.data not built yet: a minimal PIL loader
-        import pandas as pd
-        from artstudy.config import dataset_path
-        root = dataset_path("wikiart7"); df = pd.read_csv(root / "labels.csv")
-        df = df[df.split == "valid"].reset_index(drop=True)
-        df = df.iloc[np.sort(np.random.default_rng(0).choice(len(df), n, replace=False))]
-        classes = sorted(df["style"].unique())
-        ds = _Images([root / p for p in df.path], [classes.index(s) for s in df["style"]], size)
-        return torch.utils.data.DataLoader(ds, batch_size=bs, num_workers=0)
+    from artstudy.data import load_dataset, eval_loader
+    from artstudy.metrics import _subset
+    ds = _subset(load_dataset("wikiart7"), "valid", n)
+    return eval_loader(ds, split=None, size=size, bs=bs, stats=((0.5,) * 3, (0.5,) * 3))
 
 def _plain(models, loader):
     with torch.inference_mode():
@@ -76,7 +48,7 @@ def _metrics(a, b, loader, layers, k):
 
 def full(size, bs, k, n_calib, n_perm):
     "One full `compare` (whole valid split, control, nulls), timed by phase."
-    import tempfile, artstudy.metrics as M
+    import artstudy.metrics as M
     from artstudy.models import create_backbone
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", 1)))
     a = create_backbone("efficientnet_lite0", pretrained=True, num_classes=7).eval()

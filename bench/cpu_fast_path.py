@@ -23,11 +23,11 @@ VARIANTS = {"plain": dict(env=(), cl=False, amp=None), "fast": dict(env=MALLOC, 
             "fast_passive": dict(env=None, cl=True, amp=None), "fast_bf16": dict(env=None, cl=True, amp="bf16")}
 
 def worker(variant, steps, chunks, size, bs, acc_n, acc_epochs):
-    import numpy as np, torch
+    import torch
     from artstudy.models import create_backbone
     v = VARIANTS[variant]
     mf = torch.channels_last if v["cl"] else torch.contiguous_format
-    out = dict(variant=variant, env={k: os.environ.get(k) for k in C.FAST_ENV})
+    out = dict(variant=variant, env={k: os.environ.get(k) for k in C.FAST_CPU_ENV})
     if steps:
         x, y = C.real_batches(bs * steps, size)
         torch.manual_seed(0)
@@ -97,7 +97,7 @@ def main():
         ratio_cpu_time=round(C.median(cpu[best]) / C.median(cpu["plain"]), 2),
         img_per_cpu_second={v: round(C.median(t), 1) for v, t in cpu.items()}, bf16_helps=bf16_helps, img_s=img_s, img_s_per_round={v: [round(t, 1) for t in ts] for v, ts in timing.items()},
         max_abs_logit_diff=dict(fast_vs_plain=diff("fast", "plain"), bf16_vs_plain=diff("fast_bf16", "plain")),
-        env={v: (list(VARIANTS[v]["env"]) if VARIANTS[v]["env"] is not None else list(C.FAST_ENV)) for v in VARIANTS},
+        env={v: (list(VARIANTS[v]["env"]) if VARIANTS[v]["env"] is not None else list(C.FAST_CPU_ENV)) for v in VARIANTS},
         valid_top1={v: r["valid_top1"] for v, r in acc.items()},
         best_valid_loss={v: round(r["best_valid_loss"], 4) for v, r in acc.items()},
         accuracy_run=dict(mode="mode_a", n_per_class=a.acc_n, n_valid_per_class=a.acc_n, epochs=a.acc_epochs,

@@ -6,7 +6,7 @@ The loader is `artstudy.data.make_dls(...).train` as `train_run` builds it (augm
 of `--repeats` epochs. The model side is the study's training step (channels-last, fp32, torch SGD, allocator settings)
 on real batches, median of `--repeats` chunks of `--steps` steps. Usage: python bench/data_pipeline.py [--n 336]
 """
-import argparse, os, time
+import argparse, time
 import _common as C
 
 def loader_img_s(dl, repeats):

@@ -8,13 +8,9 @@ import argparse, json, os, platform, time
 import torch
 
 def lite0():
-    "Lite0 through the registry when it imports, else timm directly (speed does not depend on the weights)."
-    try:
-        from artstudy.models import create_backbone
-        return create_backbone("efficientnet_lite0", pretrained=False), "artstudy.models"
-    except Exception:
-        import timm
-        return timm.create_model("tf_efficientnet_lite0", pretrained=False), "timm"
+    "Lite0 from the registry, random weights (speed does not depend on the weights)."
+    from artstudy.models import create_backbone
+    return create_backbone("efficientnet_lite0", pretrained=False), "artstudy.models"
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -9,7 +9,7 @@ for every run. The valid top-1 of each run is reported too: the thread count may
 occasionally a prediction.
 Usage: python bench/parallel_runs.py [--rounds 2] [--n 30] [--quick]
 """
-import argparse, json, os, subprocess, sys, tempfile, time
+import argparse, json, subprocess, sys, tempfile, time
 import _common as C
 
 CODE = """

@@ -1,5 +1,5 @@
 "Tests of artstudy.activations and artstudy.metrics against independent references (NumPy, SciPy, slow loops)."
-import importlib, itertools, math
+import itertools, math
 import numpy as np, pytest, torch
 import timm
 from scipy.optimize import linprog
@@ -7,8 +7,7 @@ from artstudy.activations import Hooks, stream_activations
 from artstudy.metrics import (CKAAccumulator, TopK, class_entropy, compare, dead_kernels, domain_distance,
                               filter_correlation, frobenius_change, linear_cka, relative_change, topk_overlap,
                               weight_changes, gram, cka_null, overlap_null, overlap_chance, entropy_change,
-                              entropy_change_null, null_summary, recalibrate_bn, block_weight_change, bn_changes,
-                              save_result, load_result)
+                              entropy_change_null, null_summary, recalibrate_bn, block_weight_change, bn_changes)
 
 LAYERS = [f"blocks.{i}" for i in range(7)] + ["conv_head"]
 
@@ -222,12 +221,7 @@ def test_hooks_removed_on_error_and_bad_names():
 def test_compare_bad_inputs(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"): compare(tmp_path / "nope", tmp_path / "nope2", "wikiart7")
 
-# ---------------------------------------------------------------- real data (needs artstudy.data / artstudy.models)
-def _have(mod):
-    try: importlib.import_module(mod); return True
-    except Exception: return False
-
-@pytest.mark.skipif(not (_have("artstudy.data") and _have("artstudy.models")), reason="artstudy.data/models not built yet")
+# ---------------------------------------------------------------- real data
 def test_compare_real_data_self(tmp_path):
     from artstudy.models import create_backbone, save_checkpoint
     m = create_backbone("efficientnet_lite0", pretrained=True, num_classes=None)
@@ -340,7 +334,6 @@ class _Boom:
     def __init__(self, path): self.path = path
     def __reduce__(self): return (open, (self.path, "w"))
 
-@pytest.mark.skipif(not (_have("artstudy.data") and _have("artstudy.models")), reason="artstudy.data/models not built yet")
 def test_planted_pickle_is_never_unpickled_and_bad_cache_recomputes(tmp_path):
     import pickle, warnings
     from artstudy.models import create_backbone, save_checkpoint
