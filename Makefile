@@ -3,7 +3,8 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
-# CPU fast path (issue 9): glibc allocator settings that remove thousands of page faults per image.
+# CPU fast path: glibc allocator settings that remove thousands of page faults per image. The same values are
+# artstudy.config.FAST_CPU_ENV in Python (the batch runner and the benchmarks); nbs/00_config.ipynb checks they agree.
 export MALLOC_MMAP_MAX_ ?= 0
 export MALLOC_TRIM_THRESHOLD_ ?= 68719476736
 # OpenMP threads sleep instead of spinning at barriers: on a shared CPU (other jobs, DataLoader workers) spinning
@@ -54,7 +55,7 @@ study-smoke: install
 	$(PY) -m artstudy run configs/smoke.yaml --workers $(STUDY_WORKERS)
 	$(PY) -m artstudy report smoke
 
-# The three datasets from their public sources at the pinned commits, verified (issue 16), into data/ (skips verified
+# The three datasets from their public sources at the pinned commits, verified against their checksums, into data/ (skips verified
 # files, resumes). DATASETS= picks some (default: all); DATA_FLAGS passes options, e.g. DATA_FLAGS="--to DIR" or
 # DATA_FLAGS="--source file:///mirror/{repository}.git" for a local mirror.
 .PHONY: data
@@ -77,13 +78,13 @@ docs: install
 clean-runs:
 	rm -rf runs/smoke
 
-# Filter explorer (issue 6): nbs/explore.ipynb as a Voilà app, on 127.0.0.1 only. EXPLORE_PORT=8866 by default.
+# Filter explorer: nbs/explore.ipynb as a Voilà app, on 127.0.0.1 only. EXPLORE_PORT=8866 by default.
 EXPLORE_PORT ?= 8866
 explore: install
 	@test -x $(BIN)/voila || $(PY) -m pip install -q -e ".[explorer]"
 	$(BIN)/voila nbs/explore.ipynb --no-browser --port=$(EXPLORE_PORT) --Voila.ip=127.0.0.1 --Voila.port_retries=0
 
-# Read and rerun the notebooks (issue 17): JupyterLab on 127.0.0.1 only (with a token), opening nbs/, with the kernel
+# Read and rerun the notebooks: JupyterLab on 127.0.0.1 only (with a token), opening nbs/, with the kernel
 # `make install` registers ("Python 3 (artstudy)"): JUPYTER_PATH puts this venv's kernels before any in ~/.local.
 # LAB_PORT=8888 by default; extra options go in LAB_ARGS (e.g. LAB_ARGS=--no-browser on a remote machine). As root (a
 # container), --allow-root is added: JupyterLab refuses root otherwise.

@@ -296,7 +296,7 @@ def test_settings_defaults(tmp_path, monkeypatch):
     x, _ = make_dls(ds, num_workers=0, device="cpu").train.one_batch()
     assert x.shape == (5, 3, 24, 24)
 
-# ---------------------------------------------------------------- layouts misread, silent drops (issue 15)
+# ---------------------------------------------------------------- layouts misread, silent drops
 def _split_tree(root, splits=("train", "valid", "test")):
     for split in splits:
         for c in ("cat", "dog"):

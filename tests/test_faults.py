@@ -1,4 +1,4 @@
-"""Fault injection (issue 15): a killed runner, two runners at once, a notebook failing after its result was staged,
+"""Fault injection: a killed runner, two runners at once, a notebook failing after its result was staged,
 bad parameters and malformed YAML, and unwritable output folders. Each case must end in a clear one-paragraph message
 (never a traceback) and lose or duplicate nothing. Tiny generated notebooks stand in for training, so the suite
 stays well under 2 minutes."""

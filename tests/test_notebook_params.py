@@ -46,7 +46,7 @@ def test_parameters_cell_runs_alone(nb):
     assert set(_assigned(src)) <= set(ns)
 
 def test_an_equals_sign_in_a_comment_is_caught(tmp_path, caplog):
-    "The check above is not vacuous: papermill warns about, and drops, a line like the one issue 17 found."
+    "The check above is not vacuous: papermill warns about, and drops, a typed parameter line whose comment holds an `=`."
     nb = {"cells": [{"id": "bad0", "cell_type": "code", "metadata": {"tags": ["parameters"]}, "execution_count": None, "outputs": [],
                      "source": 'MODE: str = "mode_a"  # help\nTHEN: str = "mode_a"  # with MODE="double": the second mode\n'}],
           "metadata": {"kernelspec": {"name": "python3", "language": "python", "display_name": "Python 3"},
