@@ -4,10 +4,11 @@
   threads that sleep rather than spin: `OMP_WAIT_POLICY=PASSIVE`). They must be set before the
   process starts, so a benchmark that finds them missing re-executes itself with them (as `make` does by exporting them).
 - `machine()`: what the numbers were measured on, including the load average (the CPU is shared).
+- `run_worker(script, *args, env=...)`: run a benchmark's `--worker` mode in a fresh process and read its JSON line.
 - `emit(name, result)`: print the result as JSON and write it to bench/out/<name>.json.
 - `real_batches(n, size)`: n wikiart7 training images at `size` px from the resized cache, normalised (0.5/0.5).
 """
-import json, os, platform, statistics, sys, time
+import json, os, platform, statistics, subprocess, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,6 +30,12 @@ def ensure_fast_env():
     "Re-execute this script with the allocator settings if they are missing (what `make bench` exports anyway)."
     if not has_fast_env() and not os.environ.get("BENCH_NO_REEXEC"):
         os.execve(sys.executable, [sys.executable, *sys.argv], fast_env())
+
+def run_worker(script, *args, env=None) -> dict:
+    "Run `script --worker *args` in a fresh process (its own peak memory, its own environment); its last line read as JSON."
+    r = subprocess.run([sys.executable, str(script), "--worker", *map(str, args)], capture_output=True, text=True, env=env)
+    if r.returncode: raise RuntimeError(r.stderr[-3000:])
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 def loadavg() -> list: return [round(v, 2) for v in os.getloadavg()]
 

@@ -15,12 +15,9 @@ best of `--repeats`. Lite0, CPU, 128 px, batch 32. Usage: python bench/analysis_
 (1,260 images, JPEGs decoded on the fly), ImageNet Lite0 vs a perturbed copy, with the BN-recalibrated control
 (`--n-calib` training images), `--n-perm` permutations, no cache; it prints the wall time per phase and the peak RSS.
 """
-import argparse, json, os, resource, subprocess, sys, time
-from pathlib import Path
+import argparse, json, os, resource, time
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import _common as C   # also puts the project root on sys.path
 
 def _models():
     "Two Lite0s from the registry: ImageNet weights vs a random init."
@@ -68,9 +65,8 @@ def full(size, bs, k, n_calib, n_perm):
     out = dict(what="one full compare: wikiart7 valid, Lite0 x3 (A, B, BN control)", n_images=len(res["files"]), size=size,
                k=k, n_calib=n_calib, n_perm=n_perm, threads=torch.get_num_threads(), seconds_total=round(time.perf_counter() - s, 1),
                seconds_by_phase=dict(bn_control=t.get("control"), pass_3_models=t.get("analysis_pass"), nulls_and_tables=t.get("tables")),
-               maxrss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), load_avg=[round(v, 2) for v in os.getloadavg()])
-    text = json.dumps(out, indent=1); print(text)
-    d = ROOT/"bench"/"out"; d.mkdir(parents=True, exist_ok=True); (d/"analysis_full.json").write_text(text + "\n")
+               maxrss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), load_avg=C.loadavg())
+    C.emit("analysis_full", out)
 
 def worker(mode, n, size, bs, k, repeats):
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", 2)))
@@ -95,10 +91,9 @@ def worker(mode, n, size, bs, k, repeats):
     print(json.dumps(out))
 
 def _run(*args):
-    env = dict(os.environ, MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_="68719476736")
-    r = subprocess.run([sys.executable, __file__, "--worker", *map(str, args)], capture_output=True, text=True, env=env)
-    if r.returncode: raise RuntimeError(r.stderr[-3000:])
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    "One measurement in a fresh process, with the fast path's allocator settings."
+    malloc = {k: v for k, v in C.FAST_CPU_ENV.items() if k.startswith("MALLOC_")}
+    return C.run_worker(__file__, *args, env={**os.environ, **malloc})
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -117,7 +112,7 @@ def main():
     t0 = time.time()
     tm = _run("time", o.n, o.size, o.bs, o.k, o.repeats)
     mem = {f"{mode}_{n}": _run(mode, n, o.size, o.bs, o.k, 1) for n in (o.n, 4 * o.n) for mode in ("plain", "metrics")}
-    text = json.dumps(dict(
+    C.emit("analysis_pass", dict(
         backbone="efficientnet_lite0 (timm tf_efficientnet_lite0)", models=tm["models"], device="cpu", threads=int(os.environ.get("BENCH_THREADS", 2)),
         size=o.size, bs=o.bs, k=o.k, n_images=o.n, layers=tm["layers"],
         seconds=dict(plain_single=round(tm["plain_single"], 3), plain_pair=round(tm["plain_pair"], 3),
@@ -128,8 +123,6 @@ def main():
         metrics_rss_growth_4n_mb=round(mem[f"metrics_{4*o.n}"]["maxrss_mb"] - mem[f"metrics_{o.n}"]["maxrss_mb"], 1),
         plain_rss_growth_4n_mb=round(mem[f"plain_{4*o.n}"]["maxrss_mb"] - mem[f"plain_{o.n}"]["maxrss_mb"], 1),
         target=dict(ratio_vs_plain_pair="<= 1.5", memory="flat in n"),
-        wall_s=round(time.time() - t0, 1), load_avg=[round(v, 2) for v in os.getloadavg()]), indent=1)
-    print(text)
-    out = ROOT/"bench"/"out"; out.mkdir(parents=True, exist_ok=True); (out/"analysis_pass.json").write_text(text + "\n")
+        wall_s=round(time.time() - t0, 1), load_avg=C.loadavg()))
 
 if __name__ == "__main__": main()

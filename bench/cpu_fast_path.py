@@ -15,7 +15,7 @@ the largest logit difference of one batch between the variants (same weights). T
 first round's processes, after their timing.
 Usage: python bench/cpu_fast_path.py [--rounds 2] [--steps 3] [--acc-n 20]
 """
-import argparse, json, os, subprocess, sys, tempfile, time
+import argparse, json, os, tempfile, time
 import _common as C
 
 MALLOC = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_")
@@ -60,9 +60,7 @@ def worker(variant, steps, chunks, size, bs, acc_n, acc_epochs):
 
 def run(variant, *args):
     env = C.fast_env(keys=VARIANTS[variant]["env"]); env["BENCH_NO_REEXEC"] = "1"
-    r = subprocess.run([sys.executable, __file__, "--worker", variant, *map(str, args)], capture_output=True, text=True, env=env)
-    if r.returncode: raise RuntimeError(r.stderr[-3000:])
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    return C.run_worker(__file__, variant, *args, env=env)
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
