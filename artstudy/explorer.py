@@ -270,15 +270,14 @@ def _cached(run) -> dict:
     "{key: mtime} of the analyses cached in run folder `run` (what `compare` reads instead of recomputing)."
     return {p.stem: p.stat().st_mtime_ns for p in (Path(run) / "analysis").glob("*.npz")}
 
-def redraw(fw:go.FigureWidget, fig:go.Figure) -> go.FigureWidget:
-    "Make the live `fw` show `fig` in place (same widget, same comm): its traces and layout, old layout keys removed."
-    gone = {k: None for k in fw.layout.to_plotly_json() if k not in fig.layout.to_plotly_json()}
-    fw.data = ()                                # Plotly.deleteTraces in every open view
-    if gone: fw.plotly_relayout(gone)           # e.g. the axes of a subplot grid that shrank
-    fw.layout = fig.layout                      # Plotly.relayout
-    fw.add_traces(fig.data)                     # Plotly.addTraces
-    # the full state, for a view opened later (Voilà's page attaches after the kernel ran the notebook)
-    fw._widget_layout, fw._widget_data = deepcopy(fw._layout_obj._props), deepcopy(fw._data)
+def redraw(fw:go.FigureWidget, fig:go.Figure, box:W.Box|None=None) -> go.FigureWidget:
+    "Make `fw` show `fig` (same widget, same comm): its full state in one message, drawn by a new view in `box`."
+    with fw.hold_sync():   # one state message: plotly's edit messages collapse to None, a no-op in the page
+        fw.data = ()       # (applied one by one, they left image panels half-updated; removed views still get them)
+        fw.layout = fig.layout
+        fw.add_traces(fig.data)
+        fw._widget_layout, fw._widget_data = deepcopy(fw._layout_obj._props), deepcopy(fw._data)
+    if box is not None: box.children = (); box.children = (fw,)   # a fresh view: Plotly.newPlot of that state
     return fw
 
 class FilterExplorer:
@@ -307,7 +306,8 @@ class FilterExplorer:
         self.status = W.Label().add_class("explorer-status")
         names = ("metric", "featvis", "topk", "classes", "metrics", "saliency")
         self.figures = {n: _figure_widget(go.Figure(), n) for n in names}
-        self._busy = False
+        self._slots = {n: W.Box([f]) for n, f in self.figures.items()}
+        self._busy, self._retired = False, {}
         self._load(layer)
         self.run_w.observe(self._on_run, "value"); self.ref_w.observe(self._on_ref, "value")
         self.layer_w.observe(self._on_layer, "value"); self.sort_w.observe(self._on_sort, "value")
@@ -316,7 +316,7 @@ class FilterExplorer:
         self.render_b.on_click(lambda b: self.render_featvis())
         self.sal_b.on_click(lambda b: self.show_saliency())
         self.export_b.on_click(lambda b: self.export(self.path_w.value or None))
-        F = self.figures
+        F = self._slots
         self.widget = W.VBox([
             W.HBox([self.run_w, self.ref_w, self.layer_w]), W.HBox([self.sort_w, self.rank_w, self.state]),
             F["metric"], W.HBox([W.VBox([W.HBox([self.render_b, self.auto_w]), F["featvis"]]), F["metrics"]]),
@@ -414,8 +414,11 @@ class FilterExplorer:
         if self.auto_w.value: self.render_featvis()
 
     def _show(self, name:str, fig:go.Figure):
-        "Show `fig` in panel `name`, redrawn in place: a panel keeps one FigureWidget (and one comm) for its lifetime."
-        redraw(self.figures[name], fig)
+        "A new FigureWidget goes in the panel's box; the one it replaces is closed at the next redraw, once its view is gone."
+        old, self.figures[name] = self.figures[name], _figure_widget(fig, name)
+        self._slots[name].children = (self.figures[name],)
+        for w in self._retired.pop(name, ()): w.close()   # closed under a live view: "no comm channel defined"
+        self._retired[name] = [old]
 
     def _on_click(self, trace, points, state):
         if points.point_inds: self.rank_w.value = int(points.point_inds[0])

@@ -70,3 +70,17 @@ def wait_plot(page, name, cond, timeout=60_000):
     page.wait_for_function(f"""n => {{ const el = ({PLOT})(n); return !!(el && el.data && ({cond})); }}""", arg=name, timeout=timeout)
 
 def explorer_state(page) -> str: return page.locator(".explorer-state").inner_text()
+
+def watch_errors(page) -> list:
+    "A list that collects the page's JavaScript errors as they happen: console errors and uncaught exceptions."
+    errs = []
+    page.on("console", lambda m: m.type == "error" and errs.append(m.text))
+    page.on("pageerror", lambda e: errs.append(f"uncaught {e}"))
+    return errs
+
+# What a widget whose comm was closed under a live view logs (ipywidgets' WidgetModel.sync), and kin
+WIDGET_ERRORS = ("comm channel", "Syncing error", "Could not create", "Failed to create view", "Error setting state")
+
+def widget_errors(errs:list) -> list:
+    "The errors in `errs` that come from the widgets (not the offline font or JupyterLab version noise)."
+    return [e for e in errs if any(w.lower() in e.lower() for w in WIDGET_ERRORS)]
