@@ -260,10 +260,17 @@ class _threads:
         if self.n: torch.set_num_threads(self.n)
     def __exit__(self, *exc): torch.set_num_threads(self.old)
 
+class _FigureWidget(go.FigureWidget):
+    "A FigureWidget whose comm opens only when asked, once its figure is set (see `_figure_widget`)."
+    _open_now = False
+    def open(self):
+        if self._open_now: super().open()
+
 def _figure_widget(fig:go.Figure, name:str) -> go.FigureWidget:
-    "A FigureWidget of `fig` with the CSS class `explorer-fig-<name>` (what the browser test looks for)."
-    fw = go.FigureWidget(fig)
-    fw.add_class(f"explorer-fig-{name}")
+    "A FigureWidget of `fig` with the CSS class `explorer-fig-<name>`, whose comm opens with the figure in its state."
+    fw = _FigureWidget(fig)   # plotly sets the figure (`_widget_data`) after ipywidgets opened the comm: an update
+    fw.add_class(f"explorer-fig-{name}")   # that anywidget applies only after importing the widget's 5 MB bundle
+    fw._open_now = True; fw.open()         # while the page may draw the view first, from an empty figure: blank
     return fw
 
 def _cached(run) -> dict:
@@ -305,9 +312,8 @@ class FilterExplorer:
         self.state = W.Label().add_class("explorer-state")
         self.status = W.Label().add_class("explorer-status")
         names = ("metric", "featvis", "topk", "classes", "metrics", "saliency")
-        self.figures = {n: _figure_widget(go.Figure(), n) for n in names}
-        self._slots = {n: W.Box([f]) for n, f in self.figures.items()}
-        self._busy, self._retired = False, {}
+        self.figures, self._slots = {}, {n: W.Box() for n in names}   # filled by `update`
+        self._busy, self._retired = False, []
         self._load(layer)
         self.run_w.observe(self._on_run, "value"); self.ref_w.observe(self._on_ref, "value")
         self.layer_w.observe(self._on_layer, "value"); self.sort_w.observe(self._on_sort, "value")
@@ -414,11 +420,10 @@ class FilterExplorer:
         if self.auto_w.value: self.render_featvis()
 
     def _show(self, name:str, fig:go.Figure):
-        "A new FigureWidget goes in the panel's box; the one it replaces is closed at the next redraw, once its view is gone."
-        old, self.figures[name] = self.figures[name], _figure_widget(fig, name)
+        "A new FigureWidget goes in the panel's box; the one it replaces is kept open (closing it broke the page)."
+        old, self.figures[name] = self.figures.get(name), _figure_widget(fig, name)
         self._slots[name].children = (self.figures[name],)
-        for w in self._retired.pop(name, ()): w.close()   # closed under a live view: "no comm channel defined"
-        self._retired[name] = [old]
+        if old is not None: self._retired.append(old)   # closed under the page: "no comm channel defined"
 
     def _on_click(self, trace, points, state):
         if points.point_inds: self.rank_w.value = int(points.point_inds[0])
