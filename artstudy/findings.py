@@ -19,8 +19,8 @@ from .stats import decide, one_sample_test, verdict
 
 # %% auto #0
 __all__ = ['FINDINGS', 'ROW_COLUMNS', 'Finding', 'register_finding', 'list_findings', 'get_finding', 'select', 'per_seed',
-           'paired', 'paired_row', 'layer_row', 'missing_grids', 'decide_finding', 'decide_findings', 'format_row',
-           'findings_markdown']
+           'paired', 'paired_row', 'layer_row', 'configs_with', 'missing_grids', 'decide_finding', 'decide_findings',
+           'format_row', 'findings_markdown']
 
 # %% ../nbs/09b_findings.ipynb #8bc6338f
 @dataclass(frozen=True)
@@ -112,6 +112,17 @@ def layer_row(values, condition:str, evidence:str="", direction:int=1, unit:str=
     return _row({**res, "verdict": verdict(res, direction=direction)}, condition, evidence, unit)
 
 # %% ../nbs/09b_findings.ipynb #93da9d44
+def configs_with(grid:str) -> list[str]:
+    "The study configs (`configs/*.yaml` of the project) that define a grid named `grid`."
+    import yaml
+    from artstudy.config import project_root
+    out = []
+    for f in sorted((project_root()/"configs").glob("*.yaml")):
+        try: names = {g.get("name") for g in (yaml.safe_load(f.read_text()) or {}).get("grids") or []}
+        except (yaml.YAMLError, AttributeError): continue
+        if grid in names: out.append(f"configs/{f.name}")
+    return out
+
 def missing_grids(finding:Finding, results:pd.DataFrame) -> list[str]:
     "The grids of `finding` without a single finished run in `results`."
     have = set(results["group"].astype(str)) if "group" in results else set()
@@ -120,8 +131,11 @@ def missing_grids(finding:Finding, results:pd.DataFrame) -> list[str]:
 def decide_finding(finding:Finding, results:pd.DataFrame, layers:pd.DataFrame) -> pd.DataFrame:
     "The decided rows of one finding (or one 'not run' row naming the grids it needs)."
     if miss := missing_grids(finding, results):
-        rows = [dict(condition="", verdict="not run", n=0, evidence=f"no finished runs of grid(s) {', '.join(miss)}: "
-                     f"run them (e.g. `python -m artstudy run configs/paper.yaml --only {' '.join(miss)}`)")]
+        where = sorted({c for g in miss for c in configs_with(g)} - {"configs/smoke.yaml"}) or ["CONFIG"]
+        cfg = "configs/paper.yaml" if "configs/paper.yaml" in where else where[0]
+        rows = [dict(condition="", verdict="not run", n=0, evidence=f"no finished runs of grid(s) {', '.join(miss)} in this "
+                     f"study: `python -m artstudy run {cfg} --only '{','.join(g + '*' for g in miss)}'` runs them "
+                     f"(grids defined in {', '.join(where)})")]
     else: rows = finding.test(results, layers) or [dict(condition="", verdict="not run", n=0, evidence="no matching runs")]
     df = pd.DataFrame([{**r, "finding": finding.id, "claim": finding.claim, "paper": finding.paper} for r in rows])
     return df.reindex(columns=ROW_COLUMNS)
