@@ -6,7 +6,7 @@ import json, shutil, subprocess, sys, time, urllib.error, urllib.request
 from pathlib import Path
 import pytest
 from _browser import (CHROMIUM, ROOT, browser_missing, explorer_state, fake_run, fig_data, free_port, served_env, stop,
-                      wait_http, wait_plot)
+                      wait_http, wait_plot, watch_errors, widget_errors)
 
 def _why_skip():
     if shutil.which("make") is None: return "make is not installed"
@@ -75,6 +75,7 @@ def test_explorer_renders_and_reacts_in_jupyterlab(lab):
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         page = browser.new_page(viewport=dict(width=1400, height=2000))
+        errs = watch_errors(page)
         try:
             page.goto(f"{url}/lab/tree/nbs/explore.ipynb?token={TOKEN}", wait_until="domcontentloaded", timeout=180_000)
             expect(page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")).to_have_count(1, timeout=180_000)
@@ -94,9 +95,11 @@ def test_explorer_renders_and_reacts_in_jupyterlab(lab):
             ch = explorer_state(page).split("channel=")[1].split()[0]
             expect(page.locator(".explorer-fig-metrics .gtitle")).to_have_text(f"blocks.4 : channel {ch}", timeout=60_000)
             expect(page.locator(".jp-OutputArea-output", has_text="Traceback")).to_have_count(0)
+            wait_plot(page, "featvis", "el.data.length == 2")
+            assert not widget_errors(errs), errs   # e.g. "no comm channel defined" from a widget closed under its view
             page.screenshot(path=str(tmp / "lab.png"), full_page=True)
         except Exception:
             page.screenshot(path=str(tmp / "failed.png"), full_page=True)   # for the post-mortem
             raise
         finally: browser.close()
-    print(f"JupyterLab test: explorer rendered after {t_ready:.1f} s, total {time.perf_counter() - t0:.1f} s")
+    print(f"JupyterLab test: explorer rendered after {t_ready:.1f} s, total {time.perf_counter() - t0:.1f} s; JS errors: {errs}")
