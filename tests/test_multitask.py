@@ -35,7 +35,8 @@ def test_masked_loss_ignores_missing_labels_exactly():
     ys[1][::3] = -1; ys[2][:11] = -1
     loss = MaskedMultiTaskLoss(TASKS, weights=dict(genre=0.5))
     got = loss(preds, *ys)
-    ref = sum(w * _ce(p.detach().numpy()[(y >= 0).numpy()], y[y >= 0].numpy()) for w, p, y in zip((1, .5, 1), preds, ys))
+    # the weighted *mean* over the tasks labelled in the batch (weights 1, .5, 1): a single task's scale
+    ref = sum(w * _ce(p.detach().numpy()[(y >= 0).numpy()], y[y >= 0].numpy()) for w, p, y in zip((1, .5, 1), preds, ys)) / 2.5
     assert abs(got.item() - ref) < 1e-5
     got.backward()
     for p, y in zip(preds, ys):      # a missing label contributes exactly nothing, not even through the softmax
@@ -45,7 +46,7 @@ def test_masked_loss_ignores_missing_labels_exactly():
     assert torch.equal(loss(preds2, *ys), got.detach())
     # a task with no label in the batch adds 0
     none = [ys[0], ys[1], torch.full((16,), -1)]
-    ref2 = _ce(preds[0].detach().numpy(), ys[0].numpy()) + .5 * _ce(preds[1].detach().numpy()[(ys[1] >= 0).numpy()], ys[1][ys[1] >= 0].numpy())
+    ref2 = (_ce(preds[0].detach().numpy(), ys[0].numpy()) + .5 * _ce(preds[1].detach().numpy()[(ys[1] >= 0).numpy()], ys[1][ys[1] >= 0].numpy())) / 1.5
     assert abs(loss(preds, *none).item() - ref2) < 1e-5
 
 def test_each_head_gets_gradients_only_from_its_own_task():
