@@ -74,7 +74,9 @@ def plot_findings(table:pd.DataFrame) -> go.Figure:
     if d.empty: return go.Figure().update_layout(title="no decided findings yet: run the study first")
     d["label"] = d.finding + " " + d.condition.fillna("")
     units = list(dict.fromkeys(d.unit.fillna("")))
-    fig = make_subplots(len(units), 1, subplot_titles=[f"effect ({u})" for u in units], vertical_spacing=.12)
+    rows = [int((d.unit.fillna("") == u).sum()) for u in units]   # one panel per unit, its height by its number of rows
+    fig = make_subplots(len(units), 1, subplot_titles=[f"effect ({u})" for u in units], vertical_spacing=.3 / len(units),
+                        row_heights=[r + 1 for r in rows])
     colour = {"reproduced": "#2ca02c", "reversed": "#d62728", "inconclusive": "#7f7f7f"}
     for i, u in enumerate(units, 1):
         g = d[d.unit.fillna("") == u].iloc[::-1]
@@ -84,7 +86,8 @@ def plot_findings(table:pd.DataFrame) -> go.Figure:
                                      error_x=dict(type="data", symmetric=False, array=gv.ci_high - gv.effect,
                                                   arrayminus=gv.effect - gv.ci_low)), i, 1)
         fig.add_vline(x=0, line_dash="dash", line_color="grey", row=i, col=1)
-    return fig.update_layout(height=260 + 40 * len(d), title="Findings: paired effect and 95% CI (seeds paired)")
+    fig.update_yaxes(automargin=True)   # the finding labels stay readable
+    return fig.update_layout(height=200 + 45 * (len(d) + len(units)), title="Findings: paired effect and 95% CI (seeds paired)")
 
 # %% ../nbs/10_report.ipynb #84a0195b
 def _target(d):
