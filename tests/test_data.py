@@ -322,20 +322,22 @@ def test_stray_images_empty_classes_and_broken_links_are_reported(tmp_path):
     assert "1 class folders without an image" in text and "empty_class" in text
     assert ds.classes == ["cat", "dog"] and len(ds) == 12
 
+def _first_row_set(root, col, value):
+    "A synthetic labels.csv dataset under `root` whose first row has `col` = `value`."
+    root = csv_dataset(root, n_per_class=4)
+    df = pd.read_csv(root/"labels.csv", dtype=str, keep_default_na=False)
+    df.loc[0, col] = value
+    df.to_csv(root/"labels.csv", index=False)
+    return root
+
 @pytest.mark.parametrize("bad", ["../outside.jpg", "/etc/passwd", "images/../../x.jpg"])
 def test_csv_paths_leaving_the_dataset_are_refused(tmp_path, bad):
-    root = csv_dataset(tmp_path/"d", n_per_class=4)
-    df = pd.read_csv(root/"labels.csv", dtype=str, keep_default_na=False)
-    df.loc[0, "path"] = bad
-    df.to_csv(root/"labels.csv", index=False)
+    root = _first_row_set(tmp_path/"d", "path", bad)
     with pytest.raises(DatasetError, match="path leaves the dataset folder"): load_dataset(root)
 
 @pytest.mark.parametrize("missing", ["nan", "NULL", "None", "N/A"])
 def test_missing_value_spellings_are_empty_labels_not_classes(tmp_path, missing):
-    root = csv_dataset(tmp_path/"d", n_per_class=4)
-    df = pd.read_csv(root/"labels.csv", dtype=str, keep_default_na=False)
-    df.loc[0, "style"] = missing
-    df.to_csv(root/"labels.csv", index=False)
+    root = _first_row_set(tmp_path/"d", "style", missing)
     with pytest.raises(DatasetError, match="empty label"): load_dataset(root)
     with pytest.warns(UserWarning): ds = load_dataset(root, on_error="skip")
     assert missing not in ds.classes and len(ds) == 11
