@@ -11,7 +11,7 @@ every task's label and probabilities."""
 
 # %% ../nbs/04_multitask.ipynb #0bd4db76
 from __future__ import annotations
-import contextlib, json, time
+import json, time
 from functools import partial
 from pathlib import Path
 import numpy as np, pandas as pd, torch
@@ -21,14 +21,14 @@ import plotly.graph_objects as go
 from PIL import Image
 from fastai.vision.all import *
 from sklearn.metrics import f1_score
-from .config import (atomic_write_json, dataset_path, default_device, get_setting, git_commit, package_versions,
+from .config import (atomic_write_json, dataset_path, default_device, get_setting,
                              read_json)
 from .data import (ArtDataset, BatchTfm, DatasetError, EvalCollate, ImageItems, image_cache, item_dls, label_columns,
                            load_dataset, load_image, read_table, subset, to_rgb)
 from .models import (MultiHeadLinear, backbone_cfg, checkpoint_meta, head_module, load_checkpoint, reinit_upper,
                              save_checkpoint, set_head, split_groups)
 from .train import (BestWeights, ChannelsLastInput, HistoryCSV, classification_report, data_checksums,
-                            default_reinit_block, fit_mode, hardware_info, init_model, interactive, mode_config, opt_func, start_run,
+                            best_weights, default_reinit_block, fit_mode, init_model, interactive, quietly, record_run, run_summary, mode_config, opt_func, start_run,
                             upper_splitter)
 
 # %% auto #0
@@ -342,55 +342,48 @@ def _task_summary(rep:dict, prefix:str="") -> dict:
         if "top5" in r and len(r["per_class_accuracy"]) > 5: out[f"{prefix}{t}_top5"] = r["top5"]
     return out
 
-def train_multitask_run(params:dict|None=None, run_dir=None, **kwargs) -> dict:
-    "Train one single- or multi-task run from a dict of parameters; writes the run folder and returns its metrics."
-    p = multitask_params(params, **kwargs)
-    run_dir, mode, cfg = start_run(p, run_dir)
-    ds, tc = select_tasks_data(p)
-    n_labelled = check_tasks(ds, tc, "train")
-    bcfg = backbone_cfg(p["backbone"]); stats = (bcfg["mean"], bcfg["std"])
-    dev = default_device(p["device"])
-    dls = multitask_dls(ds, tc, size=p["image_size"], bs=p["batch_size"], stats=stats, num_workers=p["num_workers"],
-                        seed=p["seed"], device=dev)
-    counts = ds.df.groupby("split").size().to_dict()
-    runner = read_json(run_dir/"params.json") if (run_dir/"params.json").is_file() else {}   # the batch runner's record
-    atomic_write_json(run_dir/"params.json", {**runner, **p, "transfer": cfg, "device": str(dev), "git_commit": git_commit(),
-        "versions": package_versions(), "torch_threads": torch.get_num_threads(), "hardware": hardware_info(dev), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "data": {"path": str(ds.root), "label": ds.label, "tasks_classes": tc, "n_images": counts,
-                 "n_labelled_train": n_labelled, "checksums": data_checksums(ds)}})
-    meta = dict(tasks_classes=tc, classes=tc[p["tasks"][0]], label=p["tasks"][0], image_size=p["image_size"],
-                mean=list(stats[0]), std=list(stats[1]), mode=p["mode"], run_id=p["run_id"], multi_label=False)
-    hist = HistoryCSV(run_dir/"history.csv")
-    learn = multitask_learner(dls, p["backbone"], mode, weights=p["task_weights"], uncertainty=p["uncertainty"],
-                              init_from=p["init_from"], reinit_from=p["reinit_from"], weights_path=p["weights_path"],
-                              channels_last=p["channels_last"], cbs=[hist], lr_body=p["lr_body"], lr_head=p["lr_head"])
-    model = learn.model.to(dev)
-    save_checkpoint(model, run_dir/"init.pth", **meta)
-    quiet = p["progress"] is False or (p["progress"] is None and not interactive())
-    t0 = time.perf_counter()
-    with (learn.no_bar() if quiet else contextlib.nullcontext()), (learn.no_logging() if quiet else contextlib.nullcontext()):
-        fit_mode(learn, p["epochs"])
-    train_s = time.perf_counter() - t0
-    best = learn.cbs.filter(lambda c: isinstance(c, BestWeights))[0]
-    model.to(memory_format=torch.contiguous_format)
-    save_checkpoint(model, run_dir/"model.pth", **meta)
+def _task_eval(model, ds, tc, p, stats, dev) -> dict:
+    "Per-task reports on each evaluation split of `ds` that has images."
     reports = {}
     for s in p["eval_splits"]:
         if not (ds.df["split"] == s).any(): continue
         dl = multitask_eval_loader(ds, tc, split=s, size=p["image_size"], bs=p["batch_size"] * 2, stats=stats,
                                    num_workers=p["num_workers"])
         reports[s] = task_reports(*predict_tasks(model, dl, dev, p["channels_last"]), tc)
-    main = "test" if "test" in reports else "valid"
-    n_train = counts.get("train", 0)
-    lv = learn.loss_func.log_vars
-    metrics = {"run_id": p["run_id"], "study": p["study"], "mode": p["mode"], "dataset": p["dataset"], "seed": p["seed"],
-               "tasks": p["tasks"], "setting": "multi" if len(p["tasks"]) > 1 else "single",
-               **_task_summary(reports.get(main, {})),
-               **(_task_summary(reports["valid"], "valid_") if "valid" in reports else {}),
-               "eval_split": main, "best_epoch": best.best_epoch, "best_valid_loss": best.best,
+    return reports
+
+def train_multitask_run(params:dict|None=None, run_dir=None, **kwargs) -> dict:
+    "Train one single- or multi-task run from a dict of parameters; writes the run folder and returns its metrics."
+    p = multitask_params(params, **kwargs)
+    run_dir, mode, cfg = start_run(p, run_dir)
+    (ds, tc), dev = select_tasks_data(p), default_device(p["device"])
+    n_labelled = check_tasks(ds, tc, "train")
+    bcfg = backbone_cfg(p["backbone"]); stats = (bcfg["mean"], bcfg["std"])
+    dls = multitask_dls(ds, tc, size=p["image_size"], bs=p["batch_size"], stats=stats, num_workers=p["num_workers"],
+                        seed=p["seed"], device=dev)
+    counts = ds.df.groupby("split").size().to_dict()
+    record_run(run_dir, p, cfg, dev, {"path": str(ds.root), "label": ds.label, "tasks_classes": tc, "n_images": counts,
+                                      "n_labelled_train": n_labelled, "checksums": data_checksums(ds)})
+    meta = dict(tasks_classes=tc, classes=tc[p["tasks"][0]], label=p["tasks"][0], image_size=p["image_size"],
+                mean=list(stats[0]), std=list(stats[1]), mode=p["mode"], run_id=p["run_id"], multi_label=False)
+    learn = multitask_learner(dls, p["backbone"], mode, weights=p["task_weights"], uncertainty=p["uncertainty"],
+                              init_from=p["init_from"], reinit_from=p["reinit_from"], weights_path=p["weights_path"],
+                              channels_last=p["channels_last"], cbs=[HistoryCSV(run_dir/"history.csv")],
+                              lr_body=p["lr_body"], lr_head=p["lr_head"])
+    model = learn.model.to(dev)
+    save_checkpoint(model, run_dir/"init.pth", **meta)
+    t0 = time.perf_counter()
+    with quietly(learn, p["progress"] is False or (p["progress"] is None and not interactive())): fit_mode(learn, p["epochs"])
+    train_s = time.perf_counter() - t0
+    model.to(memory_format=torch.contiguous_format)
+    save_checkpoint(model, run_dir/"model.pth", **meta)
+    reports = _task_eval(model, ds, tc, p, stats, dev)
+    main, lv = ("test" if "test" in reports else "valid"), learn.loss_func.log_vars
+    metrics = {**run_summary(p, best_weights(learn), train_s, counts.get("train", 0)), "tasks": p["tasks"],
+               "setting": "multi" if len(p["tasks"]) > 1 else "single", **_task_summary(reports.get(main, {})),
+               **(_task_summary(reports["valid"], "valid_") if "valid" in reports else {}), "eval_split": main,
                "task_log_vars": dict(zip(p["tasks"], lv.detach().cpu().tolist())) if lv is not None else None,
-               "train_seconds": round(train_s, 1), "n_train": n_train, "n_labelled_train": n_labelled,
-               "train_img_per_s": round(n_train * p["epochs"] / train_s, 1) if train_s > 0 else None, "reports": reports}
+               "n_labelled_train": n_labelled, "reports": reports}
     atomic_write_json(run_dir/"metrics.staged.json", metrics)   # the notebook's last cell promotes it (config.finish_run)
     return metrics
 

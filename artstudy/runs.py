@@ -120,6 +120,21 @@ def _groups(cfg:dict) -> list[dict]:
     return [{k: cfg[k] for k in _GROUP_KEYS if k in cfg}]
 
 # %% ../nbs/09_runs.ipynb #88859b6a
+def _check_grid(name:str, seeds, axes:dict):
+    "A grid's `seeds:` is a list and each axis a non-empty list; a clear error otherwise."
+    if seeds is not None and not isinstance(seeds, list):
+        raise ValueError(f"`seeds:` of grid {name!r} must be a list such as [1, 2, 3], got {seeds!r}")
+    for k, vs in axes.items():
+        if not isinstance(vs, list) or not vs: raise ValueError(f"axis {k!r} must be a non-empty list")
+
+def _axis_params(base:dict, values:dict) -> dict:
+    "Notebook parameters of one point of a grid: `base`, then each axis value (a dict value sets several parameters)."
+    params = dict(base)
+    for k, v in values.items():
+        if isinstance(v, dict) and "from_run" not in v: params.update(_upper({a: b for a, b in v.items() if a != "name"}, f"axis {k}"))
+        else: params[k.upper()] = v
+    return params
+
 def _raw_specs(cfg:dict, root:Path, nbs_dir:Path) -> list[tuple[RunSpec, dict, bool]]:
     "Specs with unresolved references, each with its `{placeholder}` values and whether its id is explicit."
     study, out = str(cfg["study"]), []
@@ -128,10 +143,7 @@ def _raw_specs(cfg:dict, root:Path, nbs_dir:Path) -> list[tuple[RunSpec, dict, b
         name = g.get("name") or nb.stem
         base, axes = _upper(g.get("base"), f"grids[{gi}].base"), dict(g.get("axes") or {})
         seeds, gdeps = g.get("seeds"), list(g.get("depends_on") or [])
-        if seeds is not None and not isinstance(seeds, list):
-            raise ValueError(f"`seeds:` of grid {name!r} must be a list such as [1, 2, 3], got {seeds!r}")
-        for k, vs in axes.items():
-            if not isinstance(vs, list) or not vs: raise ValueError(f"axis {k!r} must be a non-empty list")
+        _check_grid(name, seeds, axes)
         def add(rid, nb_, params, seed, values, deps, explicit=False):
             p = dict(params)
             if seed is not None: p["SEED"] = seed
@@ -142,11 +154,7 @@ def _raw_specs(cfg:dict, root:Path, nbs_dir:Path) -> list[tuple[RunSpec, dict, b
         if axes or not g.get("runs"):
             for combo in (itertools.product(*axes.values()) if axes else [()]):
                 values = dict(zip(axes, combo))
-                params = dict(base)
-                for k, v in values.items():
-                    if isinstance(v, dict) and "from_run" not in v:
-                        params.update(_upper({a: b for a, b in v.items() if a != "name"}, f"axis {k}"))
-                    else: params[k.upper()] = v
+                params = _axis_params(base, values)
                 for seed in (seeds or [None]):
                     add(make_run_id(name, values, seed, params), nb, params, seed, values, gdeps)
         for ri, r in enumerate(g.get("runs") or []):

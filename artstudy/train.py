@@ -31,7 +31,8 @@ __all__ = ['MODES', 'RUN_DEFAULTS', 'mode_config', 'opt_func', 'group_lrs', 'mea
            'classification_report', 'BestWeights', 'ChannelsLastInput', 'amp_dtype', 'Autocast', 'init_model',
            'upper_splitter', 'build_learner', 'default_reinit_block', 'fit_mode', 'cached_features', 'weights_hash',
            'feature_file', 'split_features', 'fit_cached_head', 'run_params', 'data_checksums', 'HistoryCSV',
-           'predict_probs', 'select_data', 'hardware_info', 'fast_path_info', 'start_run', 'train_run', 'evaluate']
+           'predict_probs', 'select_data', 'hardware_info', 'fast_path_info', 'start_run', 'record_run', 'quietly',
+           'best_weights', 'run_summary', 'train_run', 'evaluate']
 
 # %% ../nbs/03_train.ipynb #04a5d8e6
 MODES = {
@@ -403,64 +404,83 @@ def start_run(p:dict, run_dir=None) -> tuple[Path, str, dict]:
     cfg = mode_config(mode, lr_body=p["lr_body"], lr_head=p["lr_head"])
     return run_dir, mode, cfg
 
+def record_run(run_dir, p:dict, cfg:dict, dev, data:dict, **extra) -> dict:
+    "Write `params.json`: the batch runner's record (if any), the run's parameters, provenance and `data`."
+    runner = read_json(run_dir/"params.json") if (run_dir/"params.json").is_file() else {}   # the batch runner's record
+    rec = {**runner, **p, "transfer": cfg, "device": str(dev), "git_commit": git_commit(), **extra,
+           "versions": package_versions(), "torch_threads": torch.get_num_threads(), "hardware": hardware_info(dev),
+           "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "data": data}
+    atomic_write_json(run_dir/"params.json", rec)
+    return rec
+
+def quietly(learn:Learner, quiet:bool):
+    "No progress bar and no epoch table when `quiet` (papermill, tests); both for a person at a notebook."
+    if not quiet: return contextlib.nullcontext()
+    stack = contextlib.ExitStack(); stack.enter_context(learn.no_bar()); stack.enter_context(learn.no_logging())
+    return stack
+
+def best_weights(learn:Learner) -> BestWeights:
+    "The `BestWeights` callback of `learn` (its best epoch and validation loss)."
+    return learn.cbs.filter(lambda c: isinstance(c, BestWeights))[0]
+
+def run_summary(p:dict, best:BestWeights, train_s:float, n_train:int) -> dict:
+    "The fields every run's metrics share: identity, best epoch, training time and throughput."
+    return {"run_id": p["run_id"], "study": p["study"], "mode": p["mode"], "dataset": p["dataset"], "seed": p["seed"],
+            "best_epoch": best.best_epoch, "best_valid_loss": best.best, "train_seconds": round(train_s, 1), "n_train": n_train,
+            "train_img_per_s": round(n_train * p["epochs"] / train_s, 1) if train_s > 0 else None}
+
+def _feature_getter(model, ds, p, stats, dev):
+    "Cached pooled features of a split of `ds` (from the on-disk store), computed once per split."
+    got = {}
+    def feats(s):
+        if s not in got: got[s] = split_features(model, ds, s, p["image_size"], stats, bs=p["batch_size"]*2,
+                                                 num_workers=p["num_workers"], device=dev, channels_last=p["channels_last"])
+        return got[s]
+    return feats
+
+def _fit_on_features(model, feats, n_classes, p, cfg, hist, dev, quiet) -> BestWeights:
+    "Off-the-shelf: train the head on cached features (in memory: no worker processes, validation in one batch)."
+    fdls = DataLoaders(TfmdDL(TensorDataset(*feats("train")), bs=p["batch_size"], shuffle=True, drop_last=True, num_workers=0),
+                       TfmdDL(TensorDataset(*feats("valid")), bs=1024, num_workers=0), device=dev)
+    fdls.c = n_classes
+    return best_weights(fit_cached_head(model, fdls, p["epochs"], cfg, cbs=[hist], quiet=quiet))
+
+def _scores(reports:dict) -> dict:
+    "Headline metrics: top-k and mAP on the test split (else valid), and valid top-1/mAP."
+    head = reports.get("test") or reports.get("valid") or {}
+    return {**{k: head[k] for k in ("top1", "top3", "top5", "mAP") if k in head},
+            **{f"valid_{k}": reports["valid"][k] for k in ("top1", "mAP") if "valid" in reports and k in reports["valid"]},
+            "eval_split": "test" if "test" in reports else "valid"}
+
 def train_run(params:dict|None=None, run_dir=None, **kwargs) -> dict:
     "Train one run from a dict of parameters; writes the run folder and returns its metrics."
     p = run_params(params, **kwargs)
     run_dir, mode, cfg = start_run(p, run_dir)
-    ds = select_data(p)
+    ds, dev = select_data(p), default_device(p["device"])
     bcfg = backbone_cfg(p["backbone"]); stats = (bcfg["mean"], bcfg["std"])
-    dev = default_device(p["device"])
-    dls = make_dls(ds, size=p["image_size"], bs=p["batch_size"], stats=stats, num_workers=p["num_workers"],
-                   seed=p["seed"], device=dev)
+    dls = make_dls(ds, size=p["image_size"], bs=p["batch_size"], stats=stats, num_workers=p["num_workers"], seed=p["seed"], device=dev)
     counts = ds.df.groupby("split").size().to_dict()
-    runner = read_json(run_dir/"params.json") if (run_dir/"params.json").is_file() else {}   # the batch runner's record
-    atomic_write_json(run_dir/"params.json", {**runner, **p, "transfer": cfg, "device": str(dev), "git_commit": git_commit(),
-        "fast_path": fast_path_info(p["channels_last"], p["mixed_precision"], dev),
-        "versions": package_versions(), "torch_threads": torch.get_num_threads(), "hardware": hardware_info(dev), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "data": {"path": str(ds.root), "label": ds.label, "classes": list(ds.classes), "n_images": counts,
-                 "checksums": data_checksums(ds)}})
+    record_run(run_dir, p, cfg, dev, {"path": str(ds.root), "label": ds.label, "classes": list(ds.classes), "n_images": counts,
+               "checksums": data_checksums(ds)}, fast_path=fast_path_info(p["channels_last"], p["mixed_precision"], dev))
     meta = dict(classes=list(ds.classes), label=ds.label, image_size=p["image_size"], mean=list(stats[0]), std=list(stats[1]),
                 mode=p["mode"], run_id=p["run_id"], multi_label=bool(ds.multi_label))
     hist = HistoryCSV(run_dir/"history.csv")
-    learn = build_learner(dls, p["backbone"], mode, init_from=p["init_from"], reinit_from=p["reinit_from"],
-                          weights_path=p["weights_path"], channels_last=p["channels_last"],
-                          mixed_precision=p["mixed_precision"], cbs=[hist],
+    learn = build_learner(dls, p["backbone"], mode, init_from=p["init_from"], reinit_from=p["reinit_from"], weights_path=p["weights_path"],
+                          channels_last=p["channels_last"], mixed_precision=p["mixed_precision"], cbs=[hist],
                           lr_body=p["lr_body"], lr_head=p["lr_head"])
     model = learn.model.to(dev)
     save_checkpoint(model, run_dir/"init.pth", **meta)
     quiet = p["progress"] is False or (p["progress"] is None and not interactive())
-    feats = None
-    if mode == "off_the_shelf" and p["cached"]:
-        _fc = {}
-        def feats(s):
-            if s not in _fc: _fc[s] = split_features(model, ds, s, p["image_size"], stats, bs=p["batch_size"]*2,
-                                                     num_workers=p["num_workers"], device=dev, channels_last=p["channels_last"])
-            return _fc[s]
+    feats = _feature_getter(model, ds, p, stats, dev) if mode == "off_the_shelf" and p["cached"] else None
     t0 = time.perf_counter()
-    with (learn.no_bar() if quiet else contextlib.nullcontext()), (learn.no_logging() if quiet else contextlib.nullcontext()):
-        if feats is not None:
-            # features live in memory: no worker processes (fastai would fork 2 per epoch), validation in one batch
-            fdls = DataLoaders(TfmdDL(TensorDataset(*feats("train")), bs=p["batch_size"], shuffle=True, drop_last=True, num_workers=0),
-                               TfmdDL(TensorDataset(*feats("valid")), bs=1024, num_workers=0), device=dev)
-            fdls.c = len(ds.classes)
-            hl = fit_cached_head(model, fdls, p["epochs"], cfg, cbs=[hist], quiet=quiet)
-            best = hl.cbs.filter(lambda c: isinstance(c, BestWeights))[0]
-        else:
-            fit_mode(learn, p["epochs"])
-            best = learn.cbs.filter(lambda c: isinstance(c, BestWeights))[0]
+    with quietly(learn, quiet):
+        if feats is not None: best = _fit_on_features(model, feats, len(ds.classes), p, cfg, hist, dev, quiet)
+        else: fit_mode(learn, p["epochs"]); best = best_weights(learn)
     train_s = time.perf_counter() - t0
     model.to(memory_format=torch.contiguous_format)
     save_checkpoint(model, run_dir/"model.pth", **meta)
-    reports = {s: _report(model, ds, s, p, stats, dev, ds.multi_label, feats) for s in p["eval_splits"]}
-    reports = {s: r for s, r in reports.items() if r is not None}
-    head = reports.get("test") or reports.get("valid") or {}
-    n_train = counts.get("train", 0)
-    metrics = {"run_id": p["run_id"], "study": p["study"], "mode": p["mode"], "dataset": p["dataset"], "seed": p["seed"],
-               **{k: head[k] for k in ("top1", "top3", "top5", "mAP") if k in head},
-               **{f"valid_{k}": reports["valid"][k] for k in ("top1", "mAP") if "valid" in reports and k in reports["valid"]},
-               "eval_split": "test" if "test" in reports else "valid", "best_epoch": best.best_epoch,
-               "best_valid_loss": best.best, "train_seconds": round(train_s, 1), "n_train": n_train,
-               "train_img_per_s": round(n_train * p["epochs"] / train_s, 1) if train_s > 0 else None, "reports": reports}
+    reports = {s: r for s in p["eval_splits"] if (r := _report(model, ds, s, p, stats, dev, ds.multi_label, feats)) is not None}
+    metrics = {**run_summary(p, best, train_s, counts.get("train", 0)), **_scores(reports), "reports": reports}
     atomic_write_json(run_dir/"metrics.staged.json", metrics)   # the notebook's last cell promotes it (config.finish_run)
     return metrics
 
