@@ -95,15 +95,17 @@ def _target(d):
     return [f"{ds}:{l}" if isinstance(l, str) and l else str(ds) for ds, l in zip(_col(d, "param_dataset", "dataset"), lab)]
 
 def lr_ratio_table(results:pd.DataFrame, group:str="lr_ratio", mode_a_group:str="double_finetune") -> pd.DataFrame:
-    "Top-1 mean, std and seeds per target and body-LR ratio, with `best` marking each target's best ratio."
+    "Top-1 mean, std, seeds and mean epochs run per target and body-LR ratio, `best` marking each target's best ratio."
     d = results[results.group == group].dropna(subset=["top1"]) if len(results) else results
-    if d.empty: return pd.DataFrame(columns=["target", "ratio", "mean", "std", "n", "best"])
+    if d.empty: return pd.DataFrame(columns=["target", "ratio", "mean", "std", "n", "epochs", "best"])
     d = d.assign(target=_target(d), ratio=_col(d, "param_lr_ratio").astype(float))
     # ratio 0.1 is Mode A: the ImageNet runs of `mode_a_group` on the same images are that point (run once, not twice)
     a = results[(results.group == mode_a_group) & (_col(results, "param_source_name") == "imagenet")
                 & _col(results, "param_n_per_class").isin(set(_col(d, "param_n_per_class")))].dropna(subset=["top1"])
     if len(a) and not (d.ratio == .1).any(): d = pd.concat([d, a.assign(target=_target(a), ratio=.1)], ignore_index=True)
-    t = d.groupby(["target", "ratio"]).top1.agg(["mean", "std", "count"]).rename(columns={"count": "n"}).reset_index()
+    d = d.assign(epochs=_col(d, "epochs_run").astype(float))   # how long each trained (early stopping): not a confound if similar
+    t = d.groupby(["target", "ratio"]).agg(mean=("top1", "mean"), std=("top1", "std"), n=("top1", "count"),
+                                           epochs=("epochs", "mean")).reset_index()
     t["best"] = t.groupby("target")["mean"].transform("max") == t["mean"]
     return t
 

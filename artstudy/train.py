@@ -9,6 +9,7 @@ A transfer mode says which parameters train, from which initial weights, with wh
 # %% ../nbs/03_train.ipynb #3c2bf9ef
 from __future__ import annotations
 import contextlib, hashlib, json, time, warnings
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 import numpy as np, pandas as pd, torch
@@ -27,12 +28,13 @@ from .models import (block_names, backbone_cfg, create_backbone, head_module, lo
                              save_checkpoint, split_groups)
 
 # %% auto #0
-__all__ = ['MODES', 'RUN_DEFAULTS', 'mode_config', 'opt_func', 'group_lrs', 'mean_ap', 'top3', 'top5', 'fastai_metrics',
-           'classification_report', 'BestWeights', 'ChannelsLastInput', 'amp_dtype', 'Autocast', 'init_model',
-           'upper_splitter', 'build_learner', 'default_reinit_block', 'fit_mode', 'cached_features', 'weights_hash',
-           'feature_file', 'split_features', 'fit_cached_head', 'run_params', 'data_checksums', 'HistoryCSV',
-           'predict_probs', 'select_data', 'hardware_info', 'fast_path_info', 'start_run', 'record_run', 'quietly',
-           'best_weights', 'run_summary', 'train_run', 'evaluate']
+__all__ = ['MODES', 'LOGREG_CS', 'RUN_DEFAULTS', 'mode_config', 'opt_func', 'group_lrs', 'mean_ap', 'top3', 'top5',
+           'fastai_metrics', 'classification_report', 'BestWeights', 'ChannelsLastInput', 'amp_dtype', 'DeviceAutocast',
+           'init_model', 'upper_splitter', 'build_learner', 'default_reinit_block', 'fit_mode', 'cached_features',
+           'weights_hash', 'feature_file', 'split_features', 'fit_cached_head', 'ProbeFit', 'fit_logistic_head',
+           'run_params', 'data_checksums', 'HistoryCSV', 'predict_probs', 'select_data', 'hardware_info',
+           'fast_path_info', 'start_run', 'record_run', 'quietly', 'stopper', 'best_weights', 'run_summary',
+           'train_run', 'evaluate']
 
 # %% ../nbs/03_train.ipynb #04a5d8e6
 MODES = {
@@ -134,7 +136,7 @@ def amp_dtype(mixed_precision=None, device=None) -> torch.dtype|None:
     if mp in ("fp16", "float16", "half"): return torch.float16
     raise ValueError(f"mixed_precision must be None/'auto', True, False/'fp32', 'bf16' or 'fp16', not {mixed_precision!r}")
 
-class Autocast(MixedPrecision):
+class DeviceAutocast(MixedPrecision):
     "fastai's `MixedPrecision` on the data's device (CPU too): autocast to `dtype`; loss scaling only for fp16 on GPU."
     def __init__(self, dtype=torch.bfloat16, **kwargs):
         super().__init__("bf16" if dtype == torch.bfloat16 else "fp16", **kwargs); self.dtype = dtype
@@ -188,7 +190,7 @@ def build_learner(dls, backbone:str, mode:str="mode_a", init_from=None, reinit_f
     if channels_last if channels_last is not None else get_setting("channels_last"): cbs.append(ChannelsLastInput())
     learn = Learner(dls, model, loss_func=loss, opt_func=opt_func(cfg["opt"]), splitter=splitter,
                     metrics=fastai_metrics(dls.c, multi), cbs=cbs, train_bn=cfg["train"] not in ("head", "upper"))
-    if (dtype := amp_dtype(mixed_precision, dev)) is not None: learn.add_cb(Autocast(dtype))
+    if (dtype := amp_dtype(mixed_precision, dev)) is not None: learn.add_cb(DeviceAutocast(dtype))
     learn.transfer_cfg = cfg
     if cfg["train"] == "head": learn.freeze()
     elif cfg["train"] == "upper": learn.freeze_to(1)
@@ -292,11 +294,49 @@ def fit_cached_head(model, dls_feats:DataLoaders, epochs:int, cfg:dict, cbs=None
         learn.fit(epochs, lr=cfg["lr_head"])
     return learn
 
+# %% ../nbs/03_train.ipynb #76533db2
+LOGREG_CS = tuple(float(c) for c in np.logspace(-4, 1, 11))   # L2 strengths C tried, strong to weak regularisation
+
+@dataclass
+class ProbeFit:
+    "The fitted linear probe: its `C`, validation log-loss (`best`), iterations; no epochs (`best_epoch` is None)."
+    C: float; best: float; n_iter: int; best_epoch: None = None
+
+def fit_logistic_head(model, train:tuple, valid:tuple, Cs=LOGREG_CS, max_iter:int=5000, history=None) -> ProbeFit:
+    "Fit `model`'s head as an L2 logistic regression on (features, targets) `train`, `C` chosen by validation log-loss."
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+    head = head_module(model)
+    (xt, yt), (xv, yv) = [(torch.as_tensor(x).double().numpy(), np.asarray(y)) for x, y in (train, valid)]
+    missing = sorted(set(range(head.out_features)) - set(yt.tolist()))
+    if missing: raise ValueError(f"classes {missing} have no training image: a logistic head needs every class in the train split")
+    if not len(yv): raise ValueError("head_fit='logreg' chooses C on the validation split, and this dataset has no validation image")
+    mu, sd = xt.mean(0), xt.std(0) + 1e-6
+    rows, best = [], None
+    for C in Cs:
+        t0 = time.perf_counter()
+        clf = LogisticRegression(C=C, max_iter=max_iter, tol=1e-6).fit((xt - mu) / sd, yt)
+        pv = clf.predict_proba((xv - mu) / sd)
+        loss = float(log_loss(yv, pv, labels=clf.classes_))
+        rows.append({"C": C, "valid_loss": loss, "valid_top1": float((pv.argmax(1) == yv).mean()), "n_iter": int(clf.n_iter_.max()),
+                     "seconds": round(time.perf_counter() - t0, 2)})
+        if history is not None: atomic_write_text(history, pd.DataFrame(rows).to_csv(index=False))
+        if best is None or loss < best[0]: best = (loss, C, clf)
+        elif len(rows) - 1 - [r["C"] for r in rows].index(best[1]) >= 2: break   # two weaker C's did worse: past the optimum
+    loss, C, clf = best
+    if clf.n_iter_.max() >= max_iter: warnings.warn(f"logistic regression (C={C:g}) did not converge in {max_iter} iterations")
+    w = clf.coef_ / sd                                  # standardisation folded into the head: w·(x-mu)/sd + b
+    with torch.no_grad():
+        head.weight.copy_(torch.as_tensor(w, dtype=head.weight.dtype))
+        head.bias.copy_(torch.as_tensor(clf.intercept_ - w @ mu, dtype=head.bias.dtype))
+    return ProbeFit(C=C, best=loss, n_iter=int(clf.n_iter_.max()))
+
+
 # %% ../nbs/03_train.ipynb #f6506bac
 RUN_DEFAULTS = dict(study="default", run_id=None, dataset="wikiart7", label=None, mode="mode_a", backbone=None,
                     image_size=None, batch_size=None, epochs=3, seed=None, data_seed=None, n_per_class=None, n_valid_per_class=None,
                     classes=None, frac=None, init_from=None, then="mode_a", reinit_from=None, lr_body=None, lr_head=None,
-                    cached=True, channels_last=None, mixed_precision=None, num_workers=None, device=None, data_root=None, weights_path=None,
+                    cached=True, head_fit="sgd", patience=None, channels_last=None, mixed_precision=None, num_workers=None, device=None, data_root=None, weights_path=None,
                     eval_splits=("valid", "test"), progress=None)
 
 def run_params(params:dict|None=None, **kwargs) -> dict:
@@ -309,11 +349,14 @@ def run_params(params:dict|None=None, **kwargs) -> dict:
         p[k] = get_setting(s, p[k])
     if p["mode"] == "double" and not p["init_from"]:
         raise ValueError("mode 'double' needs init_from: the run folder or checkpoint of the first fine-tuning")
-    for k in ("epochs", "n_per_class", "n_valid_per_class"):   # 0 or -3 would silently mean "all but 3" or "untrained"
+    for k in ("epochs", "n_per_class", "n_valid_per_class", "patience"):   # 0 or -3 would silently mean "all but 3" or "untrained"
         v = p.get(k)
         if (v is not None or k == "epochs") and not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
             raise ValueError(f"{k} must be a whole number ≥ 1{'' if k == 'epochs' else ' (or None for all)'}, got {v!r}")
     mode_config(p["then"] if p["mode"] == "double" else p["mode"])
+    if p["head_fit"] not in ("sgd", "logreg"): raise ValueError(f"head_fit must be 'sgd' or 'logreg', got {p['head_fit']!r}")
+    if p["head_fit"] == "logreg" and not (p["mode"] == "off_the_shelf" and p["cached"]):
+        raise ValueError("head_fit='logreg' fits the off-the-shelf head on cached features: use it with mode='off_the_shelf', cached=True")
     p["run_id"] = p["run_id"] or f"{p['dataset']}-{p['mode']}-s{p['seed']}"
     p["eval_splits"] = list(p["eval_splits"])
     return p
@@ -419,15 +462,22 @@ def quietly(learn:Learner, quiet:bool):
     stack = contextlib.ExitStack(); stack.enter_context(learn.no_bar()); stack.enter_context(learn.no_logging())
     return stack
 
+def stopper(patience:int) -> EarlyStoppingCallback:
+    "fastai's early stopping on the validation loss, ordered after `HistoryCSV` and `BestWeights` so they see the last epoch."
+    cb = EarlyStoppingCallback(monitor="valid_loss", patience=patience)
+    cb.order = BestWeights.order + 5
+    return cb
+
 def best_weights(learn:Learner) -> BestWeights:
     "The `BestWeights` callback of `learn` (its best epoch and validation loss)."
     return learn.cbs.filter(lambda c: isinstance(c, BestWeights))[0]
 
-def run_summary(p:dict, best:BestWeights, train_s:float, n_train:int) -> dict:
-    "The fields every run's metrics share: identity, best epoch, training time and throughput."
+def run_summary(p:dict, best:BestWeights, train_s:float, n_train:int, epochs_run:int|None=None) -> dict:
+    "The fields every run's metrics share: identity, best epoch, epochs run, training time and throughput."
+    ep = p["epochs"] if epochs_run is None else epochs_run
     return {"run_id": p["run_id"], "study": p["study"], "mode": p["mode"], "dataset": p["dataset"], "seed": p["seed"],
-            "best_epoch": best.best_epoch, "best_valid_loss": best.best, "train_seconds": round(train_s, 1), "n_train": n_train,
-            "train_img_per_s": round(n_train * p["epochs"] / train_s, 1) if train_s > 0 else None}
+            "best_epoch": best.best_epoch, "best_valid_loss": best.best, "epochs_run": ep, "early_stopped": bool(ep and ep < p["epochs"]),
+            "train_seconds": round(train_s, 1), "n_train": n_train, "train_img_per_s": round(n_train * ep / train_s, 1) if ep and train_s > 0 else None}
 
 def _feature_getter(model, ds, p, stats, dev):
     "Cached pooled features of a split of `ds` (from the on-disk store), computed once per split."
@@ -438,8 +488,9 @@ def _feature_getter(model, ds, p, stats, dev):
         return got[s]
     return feats
 
-def _fit_on_features(model, feats, n_classes, p, cfg, hist, dev, quiet) -> BestWeights:
-    "Off-the-shelf: train the head on cached features (in memory: no worker processes, validation in one batch)."
+def _fit_on_features(model, feats, n_classes, p, cfg, hist, dev, quiet) -> BestWeights|ProbeFit:
+    "Off-the-shelf: fit the head on cached features (logistic regression, or SGD in memory: validation in one batch)."
+    if p["head_fit"] == "logreg": return fit_logistic_head(model, feats("train"), feats("valid"), history=hist.fname)
     fdls = DataLoaders(TfmdDL(TensorDataset(*feats("train")), bs=p["batch_size"], shuffle=True, drop_last=True, num_workers=0),
                        TfmdDL(TensorDataset(*feats("valid")), bs=1024, num_workers=0), device=dev)
     fdls.c = n_classes
@@ -468,6 +519,7 @@ def train_run(params:dict|None=None, run_dir=None, **kwargs) -> dict:
     learn = build_learner(dls, p["backbone"], mode, init_from=p["init_from"], reinit_from=p["reinit_from"], weights_path=p["weights_path"],
                           channels_last=p["channels_last"], mixed_precision=p["mixed_precision"], cbs=[hist],
                           lr_body=p["lr_body"], lr_head=p["lr_head"])
+    if p["patience"]: learn.add_cb(stopper(p["patience"]))
     model = learn.model.to(dev)
     save_checkpoint(model, run_dir/"init.pth", **meta)
     quiet = p["progress"] is False or (p["progress"] is None and not interactive())
@@ -480,7 +532,8 @@ def train_run(params:dict|None=None, run_dir=None, **kwargs) -> dict:
     model.to(memory_format=torch.contiguous_format)
     save_checkpoint(model, run_dir/"model.pth", **meta)
     reports = {s: r for s in p["eval_splits"] if (r := _report(model, ds, s, p, stats, dev, ds.multi_label, feats)) is not None}
-    metrics = {**run_summary(p, best, train_s, counts.get("train", 0)), **_scores(reports), "reports": reports}
+    epochs_run = 0 if isinstance(best, ProbeFit) else len(hist.rows)   # a probe runs no epochs
+    metrics = {**run_summary(p, best, train_s, counts.get("train", 0), epochs_run), **_scores(reports), "reports": reports}
     atomic_write_json(run_dir/"metrics.staged.json", metrics)   # the notebook's last cell promotes it (config.finish_run)
     return metrics
 

@@ -49,6 +49,16 @@ def test_pairing_is_what_decides(study):
     assert width(mismatched) > 3 * width(paired), (width(paired), width(mismatched))
     assert paired.p.iloc[0] < mismatched.p.iloc[0]
 
+def test_one_deterministic_off_the_shelf_run_is_every_seeds_baseline(study):
+    "F1 with the logistic head run once: a one-sample t-test of Mode A's per-seed top-1 minus that run's (scipy's)."
+    from scipy import stats
+    one = pd.concat([study[study.group != "off_the_shelf"], study[study.group == "off_the_shelf"].iloc[:1]])
+    r = decide_findings(one, pattern="F1").iloc[0]
+    a = study[(study.group == "transfer_modes") & (study["mode"] == "mode_a")].sort_values("seed").top1.to_numpy()
+    d = (a - one[one.group == "off_the_shelf"].top1.iloc[0]) * 100
+    assert r.n == 5 and r.effect == pytest.approx(d.mean()) and r.p == pytest.approx(stats.ttest_1samp(d, 0).pvalue)
+    assert "one deterministic run" in r.evidence
+
 def test_missing_grids_name_the_grid_to_run(study):
     t = decide_findings(study[study.group != "lr_ratio"]).set_index("finding")
     assert t.loc["F8a", "verdict"] == "not run" and "lr_ratio" in t.loc["F8a", "evidence"]

@@ -69,6 +69,36 @@ def test_off_the_shelf_cached_equals_frozen_body(tmp_path):
     with torch.no_grad(): ref = torch.cat([model.forward_head(model.forward_features(x), pre_logits=True) for x, _ in dl])
     assert feats.shape == ref.shape == (14, 1280) and torch.allclose(feats, ref, atol=1e-5)
 
+def test_logistic_head_is_the_converged_classifier_and_needs_no_seed(tmp_path):
+    """head_fit='logreg': the saved head gives scikit-learn's own probabilities at the C with the lowest validation loss
+    (an independent fit on the run's cached features), the body is untouched, and another seed changes nothing."""
+    from sklearn.linear_model import LogisticRegression
+    from artstudy.train import split_features, select_data, run_params
+    m = train_run(TINY, run_dir=tmp_path/"s1", mode="off_the_shelf", head_fit="logreg", data_seed=0)
+    m2 = train_run(TINY, run_dir=tmp_path/"s2", mode="off_the_shelf", head_fit="logreg", data_seed=0, seed=2)
+    hist = pd.read_csv(tmp_path/"s1"/"history.csv")
+    C = float(hist.C[hist.valid_loss.idxmin()])
+    assert m["best_valid_loss"] == pytest.approx(hist.valid_loss.min()) and m["best_epoch"] is None and m["epochs_run"] == 0
+    assert m2["top1"] == m["top1"] and _same(_sd(tmp_path/"s1"/"model.pth"), _sd(tmp_path/"s2"/"model.pth"))
+    a, b = _sd(tmp_path/"s1"/"init.pth"), _sd(tmp_path/"s1"/"model.pth")
+    assert all(torch.equal(a[k], b[k]) for k in a if not k.startswith("classifier."))
+    model = load_checkpoint(tmp_path/"s1"/"model.pth").eval()
+    ds = select_data(run_params(TINY, mode="off_the_shelf", data_seed=0))
+    (xt, yt), (xv, _) = [split_features(model, ds, s, 48, ((.5,)*3, (.5,)*3), num_workers=0) for s in ("train", "valid")]
+    x = xt.double().numpy(); mu, sd = x.mean(0), x.std(0) + 1e-6
+    ref = LogisticRegression(C=C, max_iter=5000, tol=1e-6).fit((x - mu) / sd, yt.numpy())
+    with torch.no_grad(): mine = model.classifier(xv).softmax(-1).double().numpy()
+    np.testing.assert_allclose(mine, ref.predict_proba((xv.double().numpy() - mu) / sd), atol=1e-4)
+
+def test_patience_stops_once_the_validation_loss_stops_falling(tmp_path):
+    "Early stopping: it stops exactly `patience` epochs after the best one, keeps the best weights, and says so."
+    m = train_run(TINY, run_dir=tmp_path, mode="mode_f", lr_head=0.3, epochs=12, patience=2)   # a rate that overfits fast
+    h = pd.read_csv(tmp_path/"history.csv")
+    assert m["early_stopped"] and m["epochs_run"] == len(h) < 12
+    assert m["best_epoch"] == int(h.valid_loss.idxmin()) == len(h) - 1 - 2
+    assert m["best_valid_loss"] == pytest.approx(h.valid_loss.min())
+    assert m["top1"] == pytest.approx(_top1(tmp_path/"model.pth"))   # the saved model is the best epoch's
+
 def test_end_from_scratch_freezes_lower_blocks_and_reinitialises_upper(tmp_path):
     train_run(TINY, run_dir=tmp_path, mode="end_from_scratch")
     init, final = _sd(tmp_path/"init.pth"), _sd(tmp_path/"model.pth")
@@ -124,7 +154,10 @@ def test_double_from_another_architecture_fails_clearly(tmp_path):
 @pytest.mark.parametrize("bad,msg", [(dict(mode="mode_c"), "mode_a"), (dict(mode="double"), "init_from"),
                                      (dict(epoch=3), "unknown run parameters"), (dict(label="no_such"), "no_such"),
                                      (dict(epochs=0), "epochs must be a whole number ≥ 1"),
-                                     (dict(n_per_class=-3), "n_per_class must be a whole number ≥ 1")])
+                                     (dict(n_per_class=-3), "n_per_class must be a whole number ≥ 1"),
+                                     (dict(patience=0), "patience must be a whole number ≥ 1"),
+                                     (dict(head_fit="lbfgs"), "head_fit must be 'sgd' or 'logreg'"),
+                                     (dict(head_fit="logreg"), "mode='off_the_shelf'")])
 def test_bad_run_parameters_fail_before_training(tmp_path, bad, msg):
     with pytest.raises(Exception, match=msg): train_run(TINY, run_dir=tmp_path, **bad)
     assert not (tmp_path/"metrics.json").exists() and not (tmp_path/"metrics.staged.json").exists()
@@ -171,7 +204,7 @@ def test_bf16_autocast_and_channels_last_run_on_cpu(tmp_path):
     h.remove()
     assert {(True, True, torch.bfloat16), (False, True, torch.bfloat16)} == set(seen)   # train and valid batches
     fp32 = build_learner(learn.dls, "efficientnet_lite0", "mode_a", channels_last=False, mixed_precision=None)
-    assert not any(type(c).__name__ == "Autocast" for c in fp32.cbs)                  # CPU default: fp32
+    assert not any(type(c).__name__ == "DeviceAutocast" for c in fp32.cbs)                  # CPU default: fp32
 
 def test_off_the_shelf_features_are_stored_once_and_reused(tmp_path, monkeypatch):
     "Runs that share a body reuse its features from cache_dir()/features; a new subset computes only new images."
