@@ -38,7 +38,7 @@ readme:
 # Two workers on two cores: one torch thread each (two threads per worker oversubscribe the cores and run far slower).
 test: check
 	OMP_NUM_THREADS=1 $(BIN)/nbdev-test --n-workers 2
-	OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 2 --durations=15
+	OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 2 --dist loadfile --durations=15
 
 test-slow: install
 	$(BIN)/nbdev-test --n-workers 2 --flags slow
@@ -78,11 +78,12 @@ docs: install
 clean-runs:
 	rm -rf runs/smoke
 
-# Filter explorer: nbs/explore.ipynb as a Voilà app, on 127.0.0.1 only. EXPLORE_PORT=8866 by default.
+# Filter explorer: nbs/explore.ipynb as a Voilà app, on 127.0.0.1 only. EXPLORE_PORT=8866 by default. A preheated kernel
+# (pool of 1) runs the notebook before a page asks for it, and the next one is prepared while the page is in use.
 EXPLORE_PORT ?= 8866
 explore: install
 	@test -x $(BIN)/voila || $(PY) -m pip install -q -e ".[explorer]"
-	$(BIN)/voila nbs/explore.ipynb --no-browser --port=$(EXPLORE_PORT) --Voila.ip=127.0.0.1 --Voila.port_retries=0
+	$(BIN)/voila nbs/explore.ipynb --no-browser --port=$(EXPLORE_PORT) --Voila.ip=127.0.0.1 --Voila.port_retries=0 --preheat_kernel=True --pool_size=1
 
 # Read and rerun the notebooks: JupyterLab on 127.0.0.1 only (with a token), opening nbs/, with the kernel
 # `make install` registers ("Python 3 (artstudy)"): JUPYTER_PATH puts this venv's kernels before any in ~/.local.

@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_parser(sub)
     return p
 
-# %% ../nbs/11_cli.ipynb #ed277997
+# %% ../nbs/11_cli.ipynb #3363f735
 def _show(df):
     import pandas as pd
     with pd.option_context("display.max_rows", 500, "display.max_columns", 50, "display.width", 200,
@@ -144,8 +144,8 @@ def cmd_evaluate(args) -> int:
     from artstudy.config import check_writable
     check_writable(args.out)   # before loading anything: a result that cannot be written is not computed
     from artstudy.models import checkpoint_meta
-    ck = Path(args.checkpoint)
-    ck = ck/"model.pth" if ck.is_dir() else ck
+    from artstudy.config import RunFolder
+    ck = RunFolder.checkpoint(args.checkpoint)
     if ck.is_file() and checkpoint_meta(ck).get("tasks_classes"):
         from artstudy.multitask import evaluate_tasks
         if args.label: print(f"--label {args.label} ignored: a multi-task checkpoint is scored on every task it has", file=sys.stderr)
@@ -156,6 +156,7 @@ def cmd_evaluate(args) -> int:
     if res is not None: print(res)
     return 0
 
+# %% ../nbs/11_cli.ipynb #5bdee6eb
 def main(argv=None) -> int:
     "Entry point of `python -m artstudy` and the `artstudy` script."
     args = build_parser().parse_args(argv)

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['reduce_output', 'spatial_sample', 'resolve_layers', 'Hooks', 'model_device', 'stream_activations']
+__all__ = ['reduce_output', 'spatial_sample', 'layer_names', 'LayerError', 'resolve_layers', 'output_tensor', 'Hooks',
+           'model_device', 'stream_activations']
 
 # %% ../nbs/05_activations.ipynb #15ee2815
 def reduce_output(out:torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,27 +39,51 @@ def spatial_sample(out:torch.Tensor, n_positions:int, seed:int=0) -> torch.Tenso
     return out.detach().float().flatten(2)[:, :, pos].transpose(1, 2)
 
 
-# %% ../nbs/05_activations.ipynb #404eaba0
+# %% ../nbs/05_activations.ipynb #b9928ca0
+def layer_names(model:nn.Module) -> list[str]:
+    "Layers worth analysing: the registry's `analysis_layers`, else timm's `feature_info`, else top-level children."
+    from artstudy.models import analysis_layers
+    try: return list(analysis_layers(model))
+    except Exception: pass  # not a registry backbone: timm's feature_info
+    fi = getattr(model, "feature_info", None)
+    if fi is not None:
+        try: return [d["module"] for d in (fi.get_dicts() if hasattr(fi, "get_dicts") else fi)]
+        except (TypeError, KeyError): pass
+    return [n for n, _ in model.named_children()]
+
+class LayerError(KeyError, ValueError):
+    "A layer name that is not a submodule of the model (both a KeyError and a ValueError)."
+    def __str__(self): return str(self.args[0])
+
 def resolve_layers(model:nn.Module, layers:Iterable[str]) -> list[str]:
     "Check that every dotted name in `layers` is a submodule of `model`; returns them as a list."
     layers = [layers] if isinstance(layers, str) else list(layers)
     names = dict(model.named_modules())
     bad = [l for l in layers if l not in names or l == ""]
-    if bad:
-        near = [n for n in names if n and any(b.split(".")[0] in n for b in bad)][:10]
-        raise KeyError(f"unknown layer(s) {bad}; layers are dotted named_modules() paths, e.g. {near or list(names)[1:6]}")
+    if bad: raise LayerError(f"unknown layer(s) {bad} in {type(model).__name__}; analysis layers: {layer_names(model)} "
+                             "(any dotted name from model.named_modules() works)")
     if len(set(layers)) != len(layers): raise ValueError(f"duplicate layer names in {layers}")
     return layers
 
+# %% ../nbs/05_activations.ipynb #8c9844fb
+class _StopForward(Exception): "Raised by a hook once every requested layer has fired, to skip the rest of the net."
+
+def output_tensor(out) -> torch.Tensor:
+    "A module's output tensor (the first one, for a module that returns a tuple), graph and all."
+    return out[0] if isinstance(out, (tuple, list)) else out
+
 class Hooks:
-    "Context manager: forward hooks on `layers` of `model` that keep `(gap, relu_mean[, spatial])` of each output."
-    def __init__(self, model:nn.Module, layers:Iterable[str], spatial:int=0):
-        self.model, self.layers, self.spatial = model, resolve_layers(model, layers), spatial
-        self.handles, self.stored = [], {}
+    "Context manager: forward hooks on `layers` of `model` keeping `keep(output)` of each; removed on exit."
+    def __init__(self, model:nn.Module, layers:Iterable[str], spatial:int=0, keep=None, stop:bool=False):
+        self.model, self.layers, self.spatial, self.stop = model, resolve_layers(model, layers), spatial, stop
+        self.keep, self.handles, self.stored, self._running = keep or self._reduce, [], {}, False
+    def _reduce(self, out):
+        r = reduce_output(out)
+        return (*r, spatial_sample(out, self.spatial)) if self.spatial else r
     def _hook(self, name):
         def fn(mod, inp, out):
-            r = reduce_output(out)
-            self.stored[name] = (*r, spatial_sample(out, self.spatial)) if self.spatial else r
+            self.stored[name] = self.keep(out)
+            if self.stop and self._running and len(self.stored) == len(self.layers): raise _StopForward(self)
         return fn
     def __enter__(self):
         for l in self.layers: self.handles.append(self.model.get_submodule(l).register_forward_hook(self._hook(l)))
@@ -69,11 +94,19 @@ class Hooks:
         for h in self.handles: h.remove()
         self.handles, self.stored = [], {}
     def read(self) -> dict:
-        "Reduced outputs of the last forward `{layer: (gap, relu_mean[, spatial])}`, then cleared."
+        "What was kept of the last forward, `{layer: ...}` in the order of `layers`, then cleared."
         missing = [l for l in self.layers if l not in self.stored]
         if missing: raise RuntimeError(f"layers {missing} produced no output in the last forward")
         res, self.stored = self.stored, {}
         return {l: res[l] for l in self.layers}
+    def run(self, x) -> dict:
+        "Forward `x` (only as far as the last hooked layer when `stop`) and return `read()`."
+        self.stored, self._running = {}, True
+        try: self.model(x)
+        except _StopForward as e:
+            if e.args[0] is not self: raise
+        finally: self._running = False
+        return self.read()
 
 # %% ../nbs/05_activations.ipynb #88c8de5e
 def _as_models(models) -> dict:

@@ -18,7 +18,7 @@ import numpy as np, torch
 __all__ = ['DEFAULTS', 'STAGED_METRICS', 'METRICS', 'STUDY_PACKAGES', 'FAST_CPU_ENV', 'find_settings', 'project_root', 'settings',
            'get_setting', 'data_roots', 'dataset_path', 'data_root', 'runs_dir', 'cache_dir', 'seed_everything',
            'default_device', 'atomic_path', 'atomic_write_text', 'atomic_write_json', 'atomic_save', 'read_json',
-           'stage_metrics', 'finish_run', 'error_list', 'check_writable', 'sha256_file', 'git_commit',
+           'RunFolder', 'stage_metrics', 'finish_run', 'error_list', 'check_writable', 'sha256_file', 'git_commit',
            'package_versions', 'state_dict_hash', 'interactive']
 
 # %% ../nbs/00_config.ipynb #10b0bc11
@@ -69,7 +69,7 @@ def get_setting(key:str, value=None):
     if key not in s: raise KeyError(f"unknown setting {key!r}; known: {sorted(s)}")
     return s[key]
 
-# %% ../nbs/00_config.ipynb #25b6cb93
+# %% ../nbs/00_config.ipynb #2043cca0
 def _resolve(p) -> Path:
     p = Path(p).expanduser()
     return p if p.is_absolute() else (project_root()/p).resolve()
@@ -118,6 +118,7 @@ def _not_found(name, tried) -> str:
     else: how = "Pass root=..., set ARTSTUDY_DATA, or set data_root in settings.ini (layouts: data/README.md)."
     return f"dataset {str(name)!r} not found: {where}. {how}"
 
+# %% ../nbs/00_config.ipynb #41df2aee
 def dataset_path(name:str|Path, root=None) -> Path:
     "Folder of dataset `name`: a path if it is one, else the first data root that holds it."
     p = Path(name).expanduser()
@@ -219,12 +220,40 @@ def read_json(path):
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not valid JSON ({e}); delete it and rerun the step that writes it") from None
 
-# %% ../nbs/00_config.ipynb #08d483a7
+# %% ../nbs/00_config.ipynb #0bec0208
 STAGED_METRICS, METRICS = "metrics.staged.json", "metrics.json"
 
+class RunFolder:
+    "A run folder (DESIGN.md): the path of each file a run writes, its state, its parameters and its checkpoint."
+    FILES = dict(params="params.json", init="init.pth", model="model.pth", history="history.csv", staged=STAGED_METRICS,
+                 metrics=METRICS, error="error.txt", log="run.log", notebook="out.ipynb")
+    def __init__(self, path): self.path = Path(path)
+    def __getattr__(self, name):
+        if name in RunFolder.FILES: return self.path/RunFolder.FILES[name]
+        raise AttributeError(f"a run folder has no file {name!r}; its files are {list(RunFolder.FILES)}")
+    def __repr__(self): return f"RunFolder({str(self.path)!r})"
+    def state(self) -> str:
+        "failed (error.txt, whatever else is there), finished (metrics.json), incomplete (other files) or pending."
+        if self.error.is_file(): return "failed"
+        if self.metrics.is_file(): return "finished"
+        return "incomplete" if self.path.is_dir() and any(self.path.iterdir()) else "pending"
+    def read_params(self) -> dict:
+        "`params.json` as a dict ({} while there is none)."
+        return read_json(self.params) if self.params.is_file() else {}
+    def clear_result(self):
+        "Remove `metrics.json` and the staged result: the run is not finished until its notebook ends."
+        for f in (self.metrics, self.staged): f.unlink(missing_ok=True)
+    @staticmethod
+    def checkpoint(path) -> Path:
+        "The model checkpoint of run folder `path`, or `path` itself when it is a file."
+        p = Path(path)
+        return p/RunFolder.FILES["model"] if p.is_dir() else p
+
+
+# %% ../nbs/00_config.ipynb #08d483a7
 def stage_metrics(run_dir, metrics:dict) -> Path:
     "Write a run's result to `run_dir/metrics.staged.json` (atomically); `finish_run` promotes it."
-    return atomic_write_json(Path(run_dir)/STAGED_METRICS, metrics)
+    return atomic_write_json(RunFolder(run_dir).staged, metrics)
 
 def _headline(m:dict) -> str:
     for k in ("top1", "mean_top1", "cka_high", "spearman_rho"):
@@ -242,7 +271,7 @@ def _runner_gone() -> int|None:
 
 def finish_run(run_dir, quiet:bool|None=None) -> dict:
     "Promote `run_dir/metrics.staged.json` to `metrics.json` atomically (the run is now finished); returns the metrics."
-    d = Path(run_dir); staged, final = d/STAGED_METRICS, d/METRICS
+    d = Path(run_dir); staged, final = RunFolder(d).staged, RunFolder(d).metrics
     if (pid := _runner_gone()) is not None:
         raise RuntimeError(f"the runner (pid {pid}) that started this run has died, so {d} is not finished here: "
                            "a new sweep redoes it. Run the study again with `python -m artstudy run ...`.")

@@ -24,18 +24,19 @@ from .config import (atomic_path, atomic_write_json, cache_dir, dataset_path, de
                              get_setting, read_json, sha256_file)
 
 # %% auto #0
-__all__ = ['SPLITS', 'SPLIT_ALIASES', 'META_COLUMNS', 'IMAGE_EXTS', 'IMAGENET_STATS', 'RESAMPLE', 'MISSING', 'DatasetError',
-           'to_rgb', 'load_image', 'synthetic_dataset', 'ArtDataset', 'read_table', 'label_columns', 'file_records',
-           'resplit', 'load_dataset', 'read_sums', 'verify_checksums', 'subset', 'cache_key', 'cache_file',
-           'image_cache', 'ImageItems', 'collate_uint8', 'BatchTfm', 'item_dls', 'make_dls', 'EvalCollate',
-           'eval_loader']
+__all__ = ['SPLITS', 'SPLIT_ALIASES', 'META_COLUMNS', 'IMAGE_EXTS', 'IMAGENET_STATS', 'LITE_STATS', 'RESAMPLE', 'MISSING',
+           'DatasetError', 'to_rgb', 'square_pixels', 'load_image', 'synthetic_dataset', 'ArtDataset', 'read_table',
+           'label_columns', 'file_records', 'resplit', 'load_dataset', 'read_sums', 'verify_checksums', 'subset',
+           'cache_key', 'cache_file', 'image_cache', 'ImageItems', 'collate_uint8', 'BatchTfm', 'item_dls', 'make_dls',
+           'EvalCollate', 'eval_loader']
 
 # %% ../nbs/01_data.ipynb #fb676c1b
 SPLITS = ("train", "valid", "test")
 SPLIT_ALIASES = {"val": "valid", "validation": "valid", "training": "train", "testing": "test"}
 META_COLUMNS = ("path", "split", "source", "wikiart_name")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))   # torchvision and most timm backbones
+LITE_STATS = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))   # every EfficientNet-Lite backbone: the loaders' default
 RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
             "lanczos": Image.Resampling.LANCZOS, "nearest": Image.Resampling.NEAREST}
 
@@ -58,15 +59,19 @@ def to_rgb(im:Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 # %% ../nbs/01_data.ipynb #0fac4d61
+def square_pixels(im:Image.Image, size:int|None=None, method:str="bilinear") -> np.ndarray:
+    "An image as a uint8 RGB array (`to_rgb`); with `size`, its shorter side to `size` and centre-cropped (S,S,3)."
+    im = to_rgb(im)
+    if size is not None:
+        w, h = im.size; m = min(w, h); l, t = (w - m) / 2, (h - m) / 2
+        im = im.resize((size, size), RESAMPLE[method], box=(l, t, l + m, t + m))
+    return np.asarray(im, dtype=np.uint8).copy()
+
 def load_image(path, size:int|None=None, method:str="bilinear") -> np.ndarray:
-    "Decode `path` as a uint8 RGB array (H,W,3); with `size`, shorter side to `size` then centre crop (S,S,3)."
+    "Decode `path` (EXIF orientation applied) as a uint8 RGB array (H,W,3), or square at `size` (`square_pixels`)."
     with Image.open(path) as im:
         if im.getexif().get(0x0112, 1) != 1: im = ImageOps.exif_transpose(im)
-        im = to_rgb(im)
-        if size is not None:
-            w, h = im.size; m = min(w, h); l, t = (w - m) / 2, (h - m) / 2
-            im = im.resize((size, size), RESAMPLE[method], box=(l, t, l + m, t + m))
-        return np.asarray(im, dtype=np.uint8).copy()
+        return square_pixels(im, size, method)
 
 # %% ../nbs/01_data.ipynb #47c5a9c5
 _COLOURS = [(220, 40, 40), (40, 200, 60), (40, 60, 220), (230, 200, 40), (160, 60, 200), (40, 200, 200), (128, 128, 128)]
@@ -228,7 +233,7 @@ def _check_file(path:Path) -> dict:
     except OSError as e: return dict(err=f"cannot read ({e})")
     return dict(size=st.st_size, mtime=st.st_mtime_ns, sha=hashlib.sha256(data).hexdigest(), err=_check_bytes(data))
 
-def _threads(n=None) -> int: return int(n or min(32, (os.cpu_count() or 1) + 4))
+def _io_threads(n=None) -> int: return int(n or min(32, (os.cpu_count() or 1) + 4))
 
 def _records_file(root:Path) -> Path:
     return cache_dir()/"validation"/(hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:20] + ".json")
@@ -247,7 +252,7 @@ def file_records(root, rels, num_threads:int|None=None, progress:bool|None=None)
         if rec and rec.get("size") == st.st_size and rec.get("mtime") == st.st_mtime_ns: out[r] = rec
         else: todo.append(r)
     if todo:
-        with ThreadPoolExecutor(_threads(num_threads)) as ex:
+        with ThreadPoolExecutor(_io_threads(num_threads)) as ex:
             it = ex.map(lambda r: _check_file(root/r), todo)
             for r, rec in zip(todo, tqdm(it, total=len(todo), desc="checking images", leave=False,
                                          disable=not (progress if progress is not None else len(todo) > 1000))):
@@ -277,8 +282,8 @@ def resplit(labels, fracs=(0.7, 0.15, 0.15), seed:int=2020) -> np.ndarray:
     else: res[rest] = "valid"
     return res
 
-# %% ../nbs/01_data.ipynb #af5469c8
-def _report(problems, source:str, action:str, limit:int=10) -> str:
+# %% ../nbs/01_data.ipynb #97b688e1
+def _problem_report(problems, source:str, action:str, limit:int=10) -> str:
     lines = error_list([f"{w}: {what}" for w, what in problems], limit, "  ")
     return f"{len(problems)} problem(s) in {source}:\n{lines}\n{action}"
 
@@ -307,6 +312,7 @@ def _warn_absent(ds):
     miss = {s: m for s, m in miss.items() if m}
     if miss: warnings.warn(f"{ds.name}: classes absent from a split: {miss}")
 
+# %% ../nbs/01_data.ipynb #33a8e319
 def load_dataset(path_or_name, label:str|None=None, labels:list|None=None, on_error:str="raise", verify:bool=False,
                  validate:bool=True, multi_label:bool|None=None, sep:str=";", split_seed:int=2020, root=None,
                  num_threads:int|None=None, progress:bool|None=None) -> ArtDataset:
@@ -330,8 +336,8 @@ def load_dataset(path_or_name, label:str|None=None, labels:list|None=None, on_er
         bad = {p: r["err"] for p, r in recs.items() if r.get("err")}
         items += list(bad.items()); drop |= set(np.flatnonzero(df["path"].isin(bad)))
     if items:
-        if on_error == "raise": raise DatasetError(_report(items, source, _fix_hint()), items)
-        warnings.warn(_report(items, source, "These rows/files are skipped."))
+        if on_error == "raise": raise DatasetError(_problem_report(items, source, _fix_hint()), items)
+        warnings.warn(_problem_report(items, source, "These rows/files are skipped."))
         df = df.drop(index=df.index[sorted(drop)])
     df = df.reset_index(drop=True)
     if multi_label is None: multi_label = bool(df[label].str.contains(sep, regex=False).any())
@@ -361,14 +367,14 @@ def verify_checksums(ds:ArtDataset, on_error:str="raise", num_threads:int|None=N
     if not sums_path.is_file(): raise DatasetError(f"{ds.root} has no SHA256SUMS file to verify against")
     sums = read_sums(sums_path)
     rels = list(dict.fromkeys(ds.df["path"])) + (["labels.csv"] if "labels.csv" in sums else [])
-    with ThreadPoolExecutor(_threads(num_threads)) as ex:
+    with ThreadPoolExecutor(_io_threads(num_threads)) as ex:
         got = list(ex.map(lambda r: sha256_file(ds.root/r) if (ds.root/r).is_file() else None, rels))
     bad = [(r, "not listed in SHA256SUMS" if r not in sums else "file missing" if g is None else
             f"checksum mismatch (expected {sums[r][:12]}…, got {g[:12]}…)") for r, g in zip(rels, got) if sums.get(r) != g]
     if not bad: return ds
     if on_error == "raise" or any(r == "labels.csv" for r, _ in bad):
-        raise DatasetError(_report(bad, str(sums_path), "Restore the original files (or rebuild the data) and retry."), bad)
-    warnings.warn(_report(bad, str(sums_path), "These files are skipped."))
+        raise DatasetError(_problem_report(bad, str(sums_path), "Restore the original files (or rebuild the data) and retry."), bad)
+    warnings.warn(_problem_report(bad, str(sums_path), "These files are skipped."))
     return replace(ds, df=ds.df[~ds.df["path"].isin(dict(bad))].reset_index(drop=True))
 
 # %% ../nbs/01_data.ipynb #3a1a4ebd
@@ -412,7 +418,7 @@ def cache_key(ds:ArtDataset, size:int|None=None, method:str="bilinear", num_thre
     "SHA-256 over the files' sizes and contents (in order), `size` and `method`."
     size = int(get_setting("image_size", size))
     recs = file_records(ds.root, ds.df["path"], num_threads)
-    if bad := _bad_files(ds, recs): raise DatasetError(_report(bad, str(ds.root), "Run load_dataset(..., on_error='skip')."), bad)
+    if bad := _bad_files(ds, recs): raise DatasetError(_problem_report(bad, str(ds.root), "Run load_dataset(..., on_error='skip')."), bad)
     h = hashlib.sha256(f"{_CACHE_VERSION}|{size}|{method}\n".encode())
     for p in ds.df["path"]: h.update(f"{recs[p]['size']}:{recs[p]['sha']}\n".encode())
     return h.hexdigest()
@@ -438,7 +444,7 @@ def image_cache(ds:ArtDataset, size:int|None=None, method:str="bilinear", progre
     with atomic_path(path) as tmp:
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), size, size, 3))
         def _one(i): arr[i] = load_image(files[i], size, method)
-        with ThreadPoolExecutor(_threads(num_threads)) as ex:
+        with ThreadPoolExecutor(_io_threads(num_threads)) as ex:
             for _ in tqdm(ex.map(_one, range(len(files))), total=len(files), desc=f"caching {ds.name} at {size}px",
                           leave=False, disable=not (progress if progress is not None else len(files) > 500)): pass
         arr.flush(); del arr
@@ -446,7 +452,7 @@ def image_cache(ds:ArtDataset, size:int|None=None, method:str="bilinear", progre
                                                       method=method, version=_CACHE_VERSION))
     return np.load(path, mmap_mode="r")
 
-# %% ../nbs/01_data.ipynb #77787e65
+# %% ../nbs/01_data.ipynb #9a937a1d
 class ImageItems(torch.utils.data.Dataset):
     "Items `(uint8 (S,S,3) tensor, target)`: rows `idxs` of a cached `.npy`, or `files` decoded and resized on the fly."
     def __init__(self, targets, files=None, npy=None, idxs=None, size:int=128, method:str="bilinear", vocab=None,
@@ -477,9 +483,10 @@ def collate_uint8(items):
     "Batch `(uint8 image, target)` items, stacking the images with NumPy (`torch.stack` of many small tensors can stall on a busy CPU)."
     return torch.from_numpy(np.stack([np.asarray(i[0]) for i in items])), torch.stack([torch.as_tensor(i[1]) for i in items])
 
+# %% ../nbs/01_data.ipynb #c3f967d8
 class BatchTfm:
     "uint8 (B,S,S,3) batch → normalised float `TensorImage` (B,3,S,S); with `augment`, random flip + reflect-shift."
-    def __init__(self, stats=IMAGENET_STATS, augment:bool=False, shift:float=1/16, seed:int|None=None,
+    def __init__(self, stats=LITE_STATS, augment:bool=False, shift:float=1/16, seed:int|None=None,
                  multi_label:bool=False):
         mean, std = torch.tensor(stats[0], dtype=torch.float32), torch.tensor(stats[1], dtype=torch.float32)
         self.scale, self.bias = 1 / (255 * std), -mean / std      # x/255 normalised = x*scale + bias, per channel
@@ -504,6 +511,7 @@ class BatchTfm:
         if self.augment: x = self.flip_shift(x)
         return TensorImage(self.normalize(x)), (TensorMultiCategory(y) if self.multi_label else TensorCategory(y))
 
+# %% ../nbs/01_data.ipynb #d0dc73cb
 def _items(ds:ArtDataset, split, size, method, cache, progress=None) -> ImageItems:
     rows = np.flatnonzero(ds.df["split"].isin([split] if isinstance(split, str) else split)) if split else np.arange(len(ds))
     targets = ds.targets()[rows]
@@ -525,7 +533,7 @@ def item_dls(trn, val, bs:int, stats, num_workers:int=0, seed:int=0, augment:boo
     vdl = DataLoader(val, bs=bs, shuffle=False, after_batch=wrap(BatchTfm(stats, multi_label=multi_label)), **kw)
     return DataLoaders(tdl, vdl, device=dev)
 
-def make_dls(ds:ArtDataset, size:int|None=None, bs:int|None=None, stats=IMAGENET_STATS, num_workers:int|None=None,
+def make_dls(ds:ArtDataset, size:int|None=None, bs:int|None=None, stats=LITE_STATS, num_workers:int|None=None,
              seed:int|None=None, augment:bool=True, device=None, cache:bool=True, method:str="bilinear",
              shift:float=1/16, valid_split:str="valid", progress:bool|None=None) -> DataLoaders:
     "fastai `DataLoaders` (train, valid) of normalised float (B,3,S,S) `TensorImage`s and `TensorCategory` targets."
@@ -546,7 +554,7 @@ class EvalCollate:
         x, y = collate_uint8(items)
         return self.tfm.normalize(x).contiguous(), y
 
-def eval_loader(ds:ArtDataset, split:str|None="valid", size:int|None=None, bs:int|None=None, stats=IMAGENET_STATS,
+def eval_loader(ds:ArtDataset, split:str|None="valid", size:int|None=None, bs:int|None=None, stats=LITE_STATS,
                 num_workers:int=0, cache:bool=True, method:str="bilinear") -> torch.utils.data.DataLoader:
     "Plain torch `DataLoader` of `split` (all rows if None) in file order: (normalised float (B,3,S,S), targets)."
     size, bs = int(get_setting("image_size", size)), int(get_setting("batch_size", bs))

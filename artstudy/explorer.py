@@ -20,10 +20,9 @@ import numpy as np, pandas as pd, torch
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 import ipywidgets as W
-from .config import project_root, read_json, sha256_file
-from .featvis import render
+from fastcore.basics import patch
+from .config import RunFolder, project_root, sha256_file
 from .metrics import compare
-from .saliency import compare_saliency
 
 # %% auto #0
 __all__ = ['METRICS', 'SORT_KEYS', 'FEATVIS_DEFAULTS', 'channel_table', 'sort_channels', 'channel_summary', 'plot_channel_metric',
@@ -63,7 +62,7 @@ def channel_summary(res:dict, layer:str, channel:int) -> dict:
     cls = {m: (labels[i] if labels.ndim == 1 and len(labels) else np.full(len(i), -1)) for m, i in top.items()}
     return dict(layer=layer, channel=int(channel), metrics=t.loc[channel].to_dict(), topk=top, classes=cls)
 
-# %% ../nbs/08_explorer.ipynb #02d9876f
+# %% ../nbs/08_explorer.ipynb #bc813ab6
 def plot_channel_metric(table:pd.DataFrame, by:str="D_k", channel:int|None=None, descending:bool=True,
                         title:str="") -> go.Figure:
     "Scatter of every channel's `by` value in sorted order (x = rank); the selected `channel` in red."
@@ -102,10 +101,12 @@ def plot_featvis_pair(images:dict, title:str="", size:int=200) -> go.Figure:
     return fig.update_layout(title=title or "feature visualisation", width=len(labels) * size + 40, height=size + 70,
                              margin=dict(l=10, r=10, t=60, b=10))
 
+# %% ../nbs/08_explorer.ipynb #ac08741a
 @lru_cache(maxsize=4096)
 def _thumb(path:str, size:int) -> np.ndarray:
-    from PIL import Image, ImageOps
-    with Image.open(path) as im: return np.asarray(ImageOps.fit(im.convert("RGB"), (size, size)))
+    "A square thumbnail of image file `path` with the one image loader (`artstudy.data.load_image`), kept in memory."
+    from artstudy.data import load_image
+    return load_image(path, size)
 
 def plot_topk_pair(files, topk:dict, labels=None, classes=None, n:int=8, size:int=80, title:str="") -> go.Figure:
     "Top-`n` images of a channel per model (`topk`: {label: image indices into `files`}), titled by class; • = in both."
@@ -181,6 +182,7 @@ def channel_figures(res:dict, layer:str, channel:int, labels=("reference", "fine
 
 def featvis_images(models:dict, layer:str, channel:int, keys:dict|None=None, **kwargs) -> dict:
     "Render `channel` of `layer` in each of `models` ({label: model}) with cached `featvis.render`: {label: (3,S,S)}."
+    from artstudy.featvis import render   # on first use: featvis (and saliency's captum) cost seconds at the explorer's start
     kw = {**FEATVIS_DEFAULTS, **kwargs}
     return {l: render(m, layer, [channel], model_key=(keys or {}).get(l), **kw)[0] for l, m in models.items()}
 
@@ -230,19 +232,19 @@ def find_runs(*paths) -> dict:
     "{name: run folder} of the finished runs (metrics.json, model.pth, init.pth, no error.txt) given or one level under `paths`."
     out = {}
     for p in map(resolve_run_path, paths):
-        for r in ([p] if (p / "model.pth").is_file() else sorted(q for q in p.iterdir() if q.is_dir()) if p.is_dir() else []):
-            if all((r / f).is_file() for f in ("metrics.json", "model.pth", "init.pth")) and not (r / "error.txt").exists():
-                out[r.name] = r
+        for r in ([p] if RunFolder(p).model.is_file() else sorted(q for q in p.iterdir() if q.is_dir()) if p.is_dir() else []):
+            rf = RunFolder(r)
+            if rf.state() == "finished" and rf.model.is_file() and rf.init.is_file(): out[r.name] = r
     return out
 
 def checkpoint_path(run, reference:str="init") -> Path:
     "The checkpoint of `reference` for run folder `run`: its init.pth for 'init', else the other run's model.pth."
-    return Path(run) / "init.pth" if str(reference) == "init" else Path(reference) / "model.pth"
+    return RunFolder(run).init if str(reference) == "init" else RunFolder(reference).model
 
 def run_comparison(run, reference="init", dataset=None, k:int=20, n_images:int|None=200, split:str|None="valid",
                    size:int|None=None, progress:bool=False, **kwargs) -> dict:
     "`compare(reference, run, ...)` on the run's dataset, label and image size unless given (cached in the run)."
-    p = read_json(Path(run) / "params.json") if (Path(run) / "params.json").is_file() else {}
+    p = RunFolder(run).read_params()
     if dataset is None:
         from artstudy.data import load_dataset
         d = p.get("data") or {}
@@ -252,8 +254,8 @@ def run_comparison(run, reference="init", dataset=None, k:int=20, n_images:int|N
     ref = "init" if str(reference) == "init" else checkpoint_path(run, reference)
     return compare(ref, run, dataset, k=k, n_images=n_images, split=split, size=size, progress=progress, **kwargs)
 
-# %% ../nbs/08_explorer.ipynb #701ad18e
-class _threads:
+# %% ../nbs/08_explorer.ipynb #65e7907b
+class _torch_threads:
     "Context manager: run torch with `n` intra-op threads (None: unchanged), restoring the old count."
     def __init__(self, n): self.n, self.old = n, torch.get_num_threads()
     def __enter__(self):
@@ -287,6 +289,7 @@ def redraw(fw:go.FigureWidget, fig:go.Figure, box:W.Box|None=None) -> go.FigureW
     if box is not None: box.children = (); box.children = (fw,)   # a fresh view: Plotly.newPlot of that state
     return fw
 
+# %% ../nbs/08_explorer.ipynb #27b08a73
 class FilterExplorer:
     "Widget over the panel builders: pick runs, layer and channel; render feature visualisations on demand; export."
     def __init__(self, runs, reference:str="init", dataset=None, k:int=20, n_images:int|None=200, split:str|None="valid",
@@ -329,7 +332,6 @@ class FilterExplorer:
             F["topk"], F["classes"], W.HBox([self.image_w, self.sal_b]), F["saliency"],
             W.HBox([self.path_w, self.export_b]), self.status])
 
-    # --- data
     def _ref_options(self, run): return [("init (ImageNet/init)", "init")] + [(n, str(p)) for n, p in self.runs.items() if n != run]
     @property
     def run(self) -> Path: return self.runs[self.run_w.value]
@@ -342,139 +344,160 @@ class FilterExplorer:
     @property
     def channel(self) -> int: return int(self.order[self.rank_w.value])
 
-    def _load(self, layer=None):
-        "Compare the selected pair (cached) and reset the layer choice."
-        key = (str(self.run), self.ref_w.value)
-        if key not in self._res:
-            self.status.value = f"comparing {self.labels[1]} with {self.labels[0]}…"
-            t0, before = time.perf_counter(), _cached(self.run)
-            self._res[key] = res = run_comparison(self.run, self.ref_w.value, **self.cmp)
-            self.timings["compare"] = dt = time.perf_counter() - t0
-            hit = before.get(res["key"]) is not None and before.get(res["key"]) == _cached(self.run).get(res["key"])
-            self.status.value = (f"analysis read from the cache in {dt:.1f} s" if hit else
-                                 f"compared in {dt:.1f} s (cached in {self.run.name}/analysis for the next open)")
-        layers = list(self.result["topk"])
-        self._busy = True
-        try:
-            self.layer_w.options = layers
-            self.layer_w.value = layer if layer in layers else (self.layer_w.value if self.layer_w.value in layers else layers[-1])
-            self._reset_rank()
-        finally: self._busy = False
-        self.update()
+# %% ../nbs/08_explorer.ipynb #cb0c94d7
+@patch
+def _load(self:FilterExplorer, layer=None):
+    "Compare the selected pair (cached) and reset the layer choice."
+    key = (str(self.run), self.ref_w.value)
+    if key not in self._res:
+        self.status.value = f"comparing {self.labels[1]} with {self.labels[0]}…"
+        t0, before = time.perf_counter(), _cached(self.run)
+        self._res[key] = res = run_comparison(self.run, self.ref_w.value, **self.cmp)
+        self.timings["compare"] = dt = time.perf_counter() - t0
+        hit = before.get(res["key"]) is not None and before.get(res["key"]) == _cached(self.run).get(res["key"])
+        self.status.value = (f"analysis read from the cache in {dt:.1f} s" if hit else
+                             f"compared in {dt:.1f} s (cached in {self.run.name}/analysis for the next open)")
+    layers = list(self.result["topk"])
+    self._busy = True
+    try:
+        self.layer_w.options = layers
+        self.layer_w.value = layer if layer in layers else (self.layer_w.value if self.layer_w.value in layers else layers[-1])
+        self._reset_rank()
+    finally: self._busy = False
+    self.update()
 
-    def _reset_rank(self):
-        n = len(self.result["topk"][self.layer_w.value]["a"])
-        self.rank_w.value = 0; self.rank_w.max = n - 1
+@patch
+def _reset_rank(self:FilterExplorer):
+    n = len(self.result["topk"][self.layer_w.value]["a"])
+    self.rank_w.value = 0; self.rank_w.max = n - 1
 
-    def _on_run(self, ch):
-        self._busy = True
-        try: self.ref_w.options = self._ref_options(ch.new); self.ref_w.value = "init"
-        finally: self._busy = False
-        self._load()
-    def _on_ref(self, ch):
-        if not self._busy: self._load()
-    def _on_layer(self, ch):
-        if self._busy: return
-        self._busy = True
-        try: self._reset_rank()
-        finally: self._busy = False
-        self.update()
-    def _on_sort(self, ch):
-        self._busy = True
-        try: self.rank_w.value = 0
-        finally: self._busy = False
-        self.update()
+@patch
+def _on_run(self:FilterExplorer, ch):
+    self._busy = True
+    try: self.ref_w.options = self._ref_options(ch.new); self.ref_w.value = "init"
+    finally: self._busy = False
+    self._load()
+@patch
+def _on_ref(self:FilterExplorer, ch):
+    if not self._busy: self._load()
+@patch
+def _on_layer(self:FilterExplorer, ch):
+    if self._busy: return
+    self._busy = True
+    try: self._reset_rank()
+    finally: self._busy = False
+    self.update()
+@patch
+def _on_sort(self:FilterExplorer, ch):
+    self._busy = True
+    try: self.rank_w.value = 0
+    finally: self._busy = False
+    self.update()
 
-    def _ckpts(self) -> dict:
-        return {self.labels[0]: checkpoint_path(self.run, self.ref_w.value), self.labels[1]: self.run / "model.pth"}
-    def _model(self, path):
-        path = str(path)
-        if path not in self._models:
-            from artstudy.models import load_checkpoint
-            self._models[path], self._keys[path] = load_checkpoint(path).eval(), sha256_file(path)
-        return self._models[path]
+@patch
+def _ckpts(self:FilterExplorer) -> dict:
+    return {self.labels[0]: checkpoint_path(self.run, self.ref_w.value), self.labels[1]: RunFolder(self.run).model}
+@patch
+def _model(self:FilterExplorer, path):
+    path = str(path)
+    if path not in self._models:
+        from artstudy.models import load_checkpoint
+        self._models[path], self._keys[path] = load_checkpoint(path).eval(), sha256_file(path)
+    return self._models[path]
 
-    # --- views
-    def panels(self, featvis:dict|None=None) -> dict:
-        "The current channel's figures (pure `channel_figures` on the current selection)."
-        fv = featvis or self._fv.get((str(self.run), self.ref_w.value, self.layer_w.value, self.channel))
-        return channel_figures(self.result, self.layer_w.value, self.channel, self.labels, self.sort_w.value,
-                               featvis=fv, n_show=self.n_show, thumb=self.thumb)
+# %% ../nbs/08_explorer.ipynb #44bf19d4
+@patch
+def panels(self:FilterExplorer, featvis:dict|None=None) -> dict:
+    "The current channel's figures (pure `channel_figures` on the current selection)."
+    fv = featvis or self._fv.get((str(self.run), self.ref_w.value, self.layer_w.value, self.channel))
+    return channel_figures(self.result, self.layer_w.value, self.channel, self.labels, self.sort_w.value,
+                           featvis=fv, n_show=self.n_show, thumb=self.thumb)
 
-    def update(self):
-        "Redraw every panel for the current selection."
-        if self._busy: return
+@patch
+def update(self:FilterExplorer):
+    "Redraw every panel for the current selection."
+    if self._busy: return
+    t0 = time.perf_counter()
+    figs = self.panels()
+    for n, f in figs.items(): self._show(n, f)
+    self.figures["metric"].data[0].on_click(self._on_click)
+    files, s = self.result["files"], channel_summary(self.result, self.layer_w.value, self.channel)
+    self.image_w.options = [(Path(files[i]).name, int(i)) for i in list(s["topk"]["b"][:self.n_show])] or [("(none)", -1)]
+    self.image_w.value = self.image_w.options[0][1]
+    self._show("saliency", go.Figure(layout=dict(height=60, title="saliency: pick an image, press 'Saliency'",
+                                                 xaxis_visible=False, yaxis_visible=False)))
+    self.state.value = (f"run={self.run_w.value} ref={self.labels[0]} layer={self.layer_w.value} "
+                        f"channel={self.channel} rank={self.rank_w.value} by={self.sort_w.value}")
+    self.path_w.value = str(self.export_dir / f"{self.run_w.value}_{self.layer_w.value}_{self.channel}.html")
+    self.timings["update"] = time.perf_counter() - t0
+    if self.auto_w.value: self.render_featvis()
+
+@patch
+def _show(self:FilterExplorer, name:str, fig:go.Figure):
+    "A new FigureWidget goes in the panel's box; the one it replaces is closed two redraws later (memory stays bounded)."
+    old, self.figures[name] = self.figures.get(name), _figure_widget(fig, name)
+    self._slots[name].children = (self.figures[name],)
+    if old is not None: self._retired.append(old)   # closed at once, under a view still in the page: "no comm channel"
+    while len(self._retired) > 2 * len(self._slots): self._retired.pop(0).close()   # views long gone: safe to close
+
+@patch
+def _on_click(self:FilterExplorer, trace, points, state):
+    if points.point_inds: self.rank_w.value = int(points.point_inds[0])
+
+# %% ../nbs/08_explorer.ipynb #e4ed82dd
+@patch
+def render_featvis(self:FilterExplorer) -> dict:
+    "Render the current channel in both models (cached) and show it."
+    key = (str(self.run), self.ref_w.value, self.layer_w.value, self.channel)
+    if key not in self._fv:
+        self.status.value = f"rendering {self.layer_w.value}:{self.channel}…"
         t0 = time.perf_counter()
-        figs = self.panels()
-        for n, f in figs.items(): self._show(n, f)
-        self.figures["metric"].data[0].on_click(self._on_click)
-        files, s = self.result["files"], channel_summary(self.result, self.layer_w.value, self.channel)
-        self.image_w.options = [(Path(files[i]).name, int(i)) for i in list(s["topk"]["b"][:self.n_show])] or [("(none)", -1)]
-        self.image_w.value = self.image_w.options[0][1]
-        self._show("saliency", go.Figure(layout=dict(height=60, title="saliency: pick an image, press 'Saliency'",
-                                                     xaxis_visible=False, yaxis_visible=False)))
-        self.state.value = (f"run={self.run_w.value} ref={self.labels[0]} layer={self.layer_w.value} "
-                            f"channel={self.channel} rank={self.rank_w.value} by={self.sort_w.value}")
-        self.path_w.value = str(self.export_dir / f"{self.run_w.value}_{self.layer_w.value}_{self.channel}.html")
-        self.timings["update"] = time.perf_counter() - t0
-        if self.auto_w.value: self.render_featvis()
+        ck = self._ckpts()
+        models = {l: self._model(p) for l, p in ck.items()}
+        with _torch_threads(self.threads):
+            self._fv[key] = featvis_images(models, self.layer_w.value, self.channel,
+                                           keys={l: self._keys[str(p)] for l, p in ck.items()}, **self.fv_kwargs)
+        self.timings["render"] = time.perf_counter() - t0
+        self.status.value = f"rendered {self.layer_w.value}:{self.channel} in {self.timings['render']:.1f} s"
+    self._show("featvis", plot_featvis_pair(self._fv[key], title=f"{self.layer_w.value}:{self.channel} feature visualisation"))
+    return self._fv[key]
 
-    def _show(self, name:str, fig:go.Figure):
-        "A new FigureWidget goes in the panel's box; the one it replaces is kept open (closing it broke the page)."
-        old, self.figures[name] = self.figures.get(name), _figure_widget(fig, name)
-        self._slots[name].children = (self.figures[name],)
-        if old is not None: self._retired.append(old)   # closed under the page: "no comm channel defined"
+@patch
+def show_saliency(self:FilterExplorer, image:int|None=None, n_steps:int=16) -> go.Figure:
+    "Grad-CAM (at the explored layer) and integrated gradients of both models on top image `image` (an index)."
+    from artstudy.saliency import compare_saliency   # on first use (captum)
+    i = self.image_w.value if image is None else image
+    if i is None or i < 0: self.status.value = "no image to explain"; return None
+    t0 = time.perf_counter()
+    self.status.value = "computing saliency…"
+    models = [self._model(p) for p in self._ckpts().values()]
+    size = int(self.cmp.get("size") or RunFolder(self.run).read_params().get("image_size") or 224)
+    f = self.result["files"][int(i)]
+    with _torch_threads(self.threads):
+        fig = compare_saliency(*models, f, labels=self.labels, layer=self.layer_w.value, classes=self.result["classes"],
+                               size=size, n_steps=n_steps, title=f"saliency of {Path(f).name} at {self.layer_w.value}")
+    self._show("saliency", fig)
+    self.timings["saliency"] = time.perf_counter() - t0
+    self.status.value = f"saliency in {self.timings['saliency']:.1f} s"
+    return fig
 
-    def _on_click(self, trace, points, state):
-        if points.point_inds: self.rank_w.value = int(points.point_inds[0])
+@patch
+def export(self:FilterExplorer, path=None) -> Path|None:
+    "Write the current channel's panels (and saliency, if shown) to `path` (.html, or .png with Chromium)."
+    path = Path(path or self.path_w.value)
+    figs = list(self.panels().values())
+    if len(self.figures["saliency"].data): figs.append(go.Figure(self.figures["saliency"]))
+    try: out = export_channel([go.Figure(f) for f in figs], path, title=self.state.value)
+    except (RuntimeError, ValueError) as e: self.status.value = f"export failed: {e}"; return None
+    self.status.value = f"exported to {out}"
+    return out
 
-    def render_featvis(self) -> dict:
-        "Render the current channel in both models (cached) and show it."
-        key = (str(self.run), self.ref_w.value, self.layer_w.value, self.channel)
-        if key not in self._fv:
-            self.status.value = f"rendering {self.layer_w.value}:{self.channel}…"
-            t0 = time.perf_counter()
-            ck = self._ckpts()
-            models = {l: self._model(p) for l, p in ck.items()}
-            with _threads(self.threads):
-                self._fv[key] = featvis_images(models, self.layer_w.value, self.channel,
-                                               keys={l: self._keys[str(p)] for l, p in ck.items()}, **self.fv_kwargs)
-            self.timings["render"] = time.perf_counter() - t0
-            self.status.value = f"rendered {self.layer_w.value}:{self.channel} in {self.timings['render']:.1f} s"
-        self._show("featvis", plot_featvis_pair(self._fv[key], title=f"{self.layer_w.value}:{self.channel} feature visualisation"))
-        return self._fv[key]
+@patch
+def _ipython_display_(self:FilterExplorer):
+    from IPython.display import display
+    display(self.widget)
 
-    def show_saliency(self, image:int|None=None, n_steps:int=16) -> go.Figure:
-        "Grad-CAM (at the explored layer) and integrated gradients of both models on top image `image` (an index)."
-        i = self.image_w.value if image is None else image
-        if i is None or i < 0: self.status.value = "no image to explain"; return None
-        t0 = time.perf_counter()
-        self.status.value = "computing saliency…"
-        models = [self._model(p) for p in self._ckpts().values()]
-        size = int(self.cmp.get("size") or (read_json(self.run / "params.json").get("image_size") if (self.run / "params.json").is_file() else 0) or 224)
-        f = self.result["files"][int(i)]
-        with _threads(self.threads):
-            fig = compare_saliency(*models, f, labels=self.labels, layer=self.layer_w.value, classes=self.result["classes"],
-                                   size=size, n_steps=n_steps, title=f"saliency of {Path(f).name} at {self.layer_w.value}")
-        self._show("saliency", fig)
-        self.timings["saliency"] = time.perf_counter() - t0
-        self.status.value = f"saliency in {self.timings['saliency']:.1f} s"
-        return fig
-
-    def export(self, path=None) -> Path|None:
-        "Write the current channel's panels (and saliency, if shown) to `path` (.html, or .png with Chromium)."
-        path = Path(path or self.path_w.value)
-        figs = list(self.panels().values())
-        if len(self.figures["saliency"].data): figs.append(go.Figure(self.figures["saliency"]))
-        try: out = export_channel([go.Figure(f) for f in figs], path, title=self.state.value)
-        except (RuntimeError, ValueError) as e: self.status.value = f"export failed: {e}"; return None
-        self.status.value = f"exported to {out}"
-        return out
-
-    def _ipython_display_(self):
-        from IPython.display import display
-        display(self.widget)
-
+# %% ../nbs/08_explorer.ipynb #8b692453
 def explore(runs, **kwargs) -> W.VBox:
     "The explorer's widget box for `runs` (a study folder, run folders, or {name: folder}); see `FilterExplorer`."
     return FilterExplorer(runs, **kwargs).widget

@@ -13,7 +13,6 @@ filters from the metrics table and `side_by_side` draws the ImageNet and fine-tu
 # %% ../nbs/07_featvis.ipynb #a741cf9f
 from __future__ import annotations
 import hashlib, json
-from functools import partial
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn
 import plotly.graph_objects as go
@@ -22,14 +21,15 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 from .config import atomic_save, cache_dir, sha256_file, state_dict_hash
-from .models import analysis_layers, backbone_cfg, load_checkpoint
+from .activations import Hooks, layer_names, output_tensor
+from .models import backbone_cfg, load_checkpoint
 
 # %% auto #0
-__all__ = ['COLOR_CORRELATION_SVD_SQRT', 'COLOR_CORRELATION', 'PARAMS', 'FEATVIS_VERSION', 'METRIC_ALIASES', 'to_rgb',
+__all__ = ['COLOR_CORRELATION_SVD_SQRT', 'COLOR_CORRELATION', 'PARAMS', 'FEATVIS_VERSION', 'METRIC_ALIASES', 'to_valid_rgb',
            'rfft2d_freqs', 'fft_image', 'pixel_image', 'image_param', 'Shift', 'RandomJitter', 'standard_transforms',
-           'layer_names', 'get_layer', 'LayerHooks', 'Objective', 'channel', 'neuron', 'layer_mean', 'direction',
-           'model_stats', 'start_images', 'render', 'render_checkpoint', 'channel_activation', 'activation_gain',
-           'select_channels', 'image_grid', 'side_by_side']
+           'get_layer', 'Objective', 'channel', 'neuron', 'layer_mean', 'direction', 'model_stats', 'start_images',
+           'render', 'render_checkpoint', 'channel_activation', 'activation_gain', 'select_channels', 'image_grid',
+           'side_by_side']
 
 # %% ../nbs/07_featvis.ipynb #b4293c89
 COLOR_CORRELATION_SVD_SQRT = torch.tensor([[0.26, 0.09, 0.02],
@@ -37,7 +37,7 @@ COLOR_CORRELATION_SVD_SQRT = torch.tensor([[0.26, 0.09, 0.02],
                                            [0.27, -0.09, 0.03]])  # Lucid: sqrt of ImageNet's RGB covariance
 COLOR_CORRELATION = COLOR_CORRELATION_SVD_SQRT / COLOR_CORRELATION_SVD_SQRT.norm(dim=0).max()
 
-def to_rgb(x:torch.Tensor, decorrelate:bool=True) -> torch.Tensor:
+def to_valid_rgb(x:torch.Tensor, decorrelate:bool=True) -> torch.Tensor:
     "Map an unconstrained (B,3,H,W) tensor to an image in [0,1]: optional colour decorrelation, then a sigmoid."
     if decorrelate: x = torch.einsum("bchw,dc->bdhw", x, COLOR_CORRELATION.to(x))
     return torch.sigmoid(x)
@@ -61,13 +61,13 @@ def fft_image(shape, sd:float=0.01, decorrelate:bool=True, decay_power:float=1.,
     scale = (1. / freqs.clamp_min(1. / max(h, w))**decay_power).to(spectrum.device)[..., None]
     def image_fn():
         x = torch.fft.irfftn(torch.view_as_complex(scale * spectrum), s=(h, w), norm="ortho")
-        return to_rgb(x / 4., decorrelate)  # /4: Lucid's constant against saturation
+        return to_valid_rgb(x / 4., decorrelate)  # /4: Lucid's constant against saturation
     return [spectrum], image_fn
 
 def pixel_image(shape, sd:float=0.01, decorrelate:bool=True, device=None, generator=None):
     "Plain-pixel image batch of `shape` (B,3,H,W): `([pixels], image_fn)`, image_fn() in [0,1]."
     pixels = _randn(tuple(shape), generator, sd).to(device).requires_grad_(True)
-    return [pixels], lambda: to_rgb(pixels, decorrelate)
+    return [pixels], lambda: to_valid_rgb(pixels, decorrelate)
 
 PARAMS = dict(fft=fft_image, pixel=pixel_image)
 
@@ -106,48 +106,12 @@ def standard_transforms(mean, std, robustness:bool=True, pad:int=12, jitter:int=
         RandomJitter(jitter2), Shift(0.5), norm])
 
 # %% ../nbs/07_featvis.ipynb #c7625cc8
-def layer_names(model:nn.Module) -> list[str]:
-    "Layers worth analysing: the registry's `analysis_layers`, else timm's `feature_info`, else top-level children."
-    try: return list(analysis_layers(model))
-    except Exception: pass  # not a registry backbone: timm's feature_info
-    fi = getattr(model, "feature_info", None)
-    if fi is not None:
-        try: return [d["module"] for d in (fi.get_dicts() if hasattr(fi, "get_dicts") else fi)]
-        except (TypeError, KeyError): pass
-    return [n for n, _ in model.named_children()]
-
 def get_layer(model:nn.Module, name:str) -> nn.Module:
     "The submodule at dotted path `name`, or a ValueError listing the analysis layers."
     try: return model.get_submodule(name)
     except AttributeError:
         raise ValueError(f"layer {name!r} not found in {type(model).__name__}; analysis layers: "
                          f"{layer_names(model)} (any dotted name from model.named_modules() works)") from None
-
-class _StopForward(Exception): "Raised by a hook once every requested layer has fired, to skip the rest of the net."
-
-class LayerHooks:
-    "Context manager: forward hooks keeping the outputs of named layers in `.acts`; removed on exit."
-    def __init__(self, model:nn.Module, layers, stop:bool=False):
-        self.model, self.stop = model, stop
-        self.modules = {l: get_layer(model, l) for l in dict.fromkeys(layers)}
-        self.acts, self.handles, self._running = {}, [], False
-    def _hook(self, name, mod, inp, out):
-        self.acts[name] = out[0] if isinstance(out, (tuple, list)) else out
-        if self.stop and self._running and len(self.acts) == len(self.modules): raise _StopForward(self)
-    def __enter__(self):
-        self.handles = [m.register_forward_hook(partial(self._hook, n)) for n, m in self.modules.items()]
-        return self
-    def __exit__(self, *exc):
-        for h in self.handles: h.remove()
-        self.handles = []
-    def run(self, x) -> dict:
-        "Forward `x` (stopping early once all layers fired, if `stop`) and return the activations."
-        self.acts, self._running = {}, True
-        try: self.model(x)
-        except _StopForward as e:
-            if e.args[0] is not self: raise
-        finally: self._running = False
-        return self.acts
 
 class Objective:
     "Score of hooked activations, one value per image, to maximise; `+`, `-`, `*`/`/` a number and unary `-` combine."
@@ -209,7 +173,7 @@ def direction(layer:str, v, batch=None) -> Objective:
         return _only(torch.einsum("bchw,c->bhw" if v.ndim == 1 else "bchw,bc->bhw", t, v.to(t)).mean((-2, -1)), batch)
     return Objective(fn, [layer], f"direction {layer}")
 
-# %% ../nbs/07_featvis.ipynb #ef765042
+# %% ../nbs/07_featvis.ipynb #c2ef0d0e
 FEATVIS_VERSION = 1  # bump when the rendering changes, to invalidate caches
 
 def model_stats(model:nn.Module, mean=None, std=None) -> tuple[tuple, tuple]:
@@ -238,7 +202,7 @@ def _optimise(model, layer, channels, steps, size, lr, seed, param, robustness, 
     params, image_fn = image_param(param, (len(channels), 3, size, size), device=device, generator=gens)
     tfm, obj = standard_transforms(mean, std, robustness), channel(layer, channels)
     opt = torch.optim.Adam(params, lr=lr)
-    with torch.random.fork_rng(devices=[]), LayerHooks(model, obj.layers, stop=True) as hooks:
+    with torch.random.fork_rng(devices=[]), Hooks(model, obj.layers, keep=output_tensor, stop=True) as hooks:
         torch.manual_seed(seed)
         for _ in tqdm(range(steps), disable=not progress, leave=False):
             opt.zero_grad(set_to_none=True)
@@ -251,6 +215,7 @@ def _cache_file(root, model_key, layer, k, settings) -> Path:
     key = json.dumps(dict(model=model_key, layer=layer, channel=int(k), v=FEATVIS_VERSION, **settings), sort_keys=True)
     return Path(root) / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.pt"
 
+# %% ../nbs/07_featvis.ipynb #60a62078
 def render(model:nn.Module, layer:str, channels, steps:int=128, size:int=128, lr:float=0.05, seed:int=0,
            param:str="fft", robustness:bool=True, mean=None, std=None, device=None, progress:bool=False,
            cache=True, model_key:str|None=None) -> torch.Tensor:
@@ -303,7 +268,7 @@ def channel_activation(model:nn.Module, layer:str, images:torch.Tensor, channels
     training = model.training
     try:
         model.eval()
-        with LayerHooks(model, [layer], stop=True) as h: acts = h.run(x)
+        with Hooks(model, [layer], keep=output_tensor, stop=True) as h: acts = h.run(x)
     finally: model.train(training)
     return channel(layer, list(np.atleast_1d(channels)))(acts).float().cpu()
 

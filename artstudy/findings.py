@@ -217,7 +217,7 @@ def _f5(results, layers):
           f"5% quantile of the label-permutation null {_mean_over(lo)}")
     return [layer_row(d, "Mode A, wikiart7 valid", ev, direction=-1, unit="entropy")]
 
-# %% ../nbs/09b_findings.ipynb #447d2f66
+# %% ../nbs/09b_findings.ipynb #32a4484d
 def _per_class(runs:pd.DataFrame) -> pd.Series:
     return _column(runs, "n_per_class").map(lambda v: "all" if v is None or v != v else str(int(v)))
 
@@ -244,6 +244,7 @@ def _f7(results, layers):
         if len(a): rows.append(paired_row(a, b, f"wikiart_mt {t}", "multi-task head vs single-task network"))
     return rows
 
+# %% ../nbs/09b_findings.ipynb #ea672dd3
 def _epochs_run(runs:pd.DataFrame) -> str:
     "How long `runs` trained: mean epochs run and how many stopped early (their validation loss had stopped falling)."
     ep, stop = _column(runs, "epochs_run").astype(float), _column(runs, "early_stopped")
@@ -291,6 +292,7 @@ def _f8c(results, layers):
     return [_row({**res, "verdict": verdict(res) if n > 3 else "inconclusive"}, "source/target pairs",
                  f"ρ(similarity, gain) over {n} source/target pairs", "ρ")]
 
+# %% ../nbs/09b_findings.ipynb #5ddd9933
 @register_finding("F9", "Mode B stays closer to ImageNet than Mode A (top-layer CKA against the BN-recalibrated control)",
                   "Gonthier et al. 2020", grids=("analysis",), unit="CKA")
 def _f9(results, layers):

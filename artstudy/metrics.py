@@ -16,7 +16,7 @@ import numpy as np, pandas as pd, torch
 from torch import nn
 import plotly.express as px, plotly.graph_objects as go
 from plotly.subplots import make_subplots
-from .config import atomic_path, atomic_write_json, sha256_file, cache_dir, get_setting, state_dict_hash
+from .config import atomic_path, atomic_write_json, sha256_file, cache_dir, get_setting, state_dict_hash, RunFolder
 from .activations import stream_activations, model_device, _progress
 
 # %% auto #0
@@ -24,8 +24,8 @@ __all__ = ['relative_change', 'frobenius_change', 'filter_correlation', 'conv_ke
            'block_weight_change', 'run_weight_change', 'linear_cka', 'gram', 'cka_null', 'CKAAccumulator', 'TopK',
            'dead_kernels', 'topk_overlap', 'class_entropy', 'null_summary', 'overlap_chance', 'overlap_null',
            'entropy_change', 'entropy_change_null', 'class_means', 'domain_distance', 'imagenet_features',
-           'domain_similarity', 'recalibrate_bn', 'analysis_pass', 'save_result', 'load_result', 'compare',
-           'plot_layer_curves', 'plot_channel_boxes', 'plot_entropy_overlap', 'plot_topk_grid']
+           'domain_similarity', 'distance_gain', 'recalibrate_bn', 'analysis_pass', 'save_result', 'load_result',
+           'compare', 'plot_layer_curves', 'plot_channel_boxes', 'plot_entropy_overlap', 'plot_topk_grid']
 
 # %% ../nbs/06_metrics.ipynb #fb1b52e0
 def relative_change(w0, w1, eps=1e-12):
@@ -395,6 +395,29 @@ def domain_similarity(source, target, split:str|None="train", gamma:float=0.01, 
     return dict(source=source.name, target=target.name, source_classes=len(np.unique(ys)), target_classes=len(np.unique(yt)),
                 n_source=len(ys), n_target=len(yt), emd=emd, similarity=sim, gamma=gamma)
 
+def _training_view(params:dict, n_per_class:int, seed:int=0):
+    "The training images a run saw (its dataset, label and classes), at most `n_per_class` per class."
+    from artstudy.config import dataset_path
+    from artstudy.data import load_dataset, subset
+    ds = load_dataset(dataset_path(params["dataset"], root=params.get("data_root")), label=params.get("label"))
+    if params.get("classes"): ds = subset(ds, classes=params["classes"])
+    return subset(ds.split("train"), n_per_class=n_per_class, seed=seed)
+
+def distance_gain(pairs:pd.DataFrame, n_per_class:int=100, size:int|None=None, gamma:float=0.01,
+                  backbone:str|None=None) -> tuple[pd.DataFrame, dict]:
+    "The domain similarity of each (source, target) pair of `pairs` (`report.gain_pairs`) beside its gain, and Spearman's ρ."
+    from scipy import stats
+    if pairs.empty: return pairs, dict(spearman_rho=float("nan"), p_value=float("nan"), n_pairs=0)
+    from artstudy.models import create_backbone
+    net = create_backbone(get_setting("backbone", backbone), pretrained=True)
+    sims = [domain_similarity(_training_view(RunFolder(str(r.source_run)).read_params(), n_per_class),
+                              _training_view(dict(dataset=r.target_dataset, label=r.target_label), n_per_class),
+                              gamma=gamma, size=size, model=net) for r in pairs.itertuples()]
+    t = pd.concat([pairs.reset_index(drop=True), pd.DataFrame(sims)[["emd", "similarity", "n_source", "n_target"]]], axis=1)
+    rho, p = stats.spearmanr(t.similarity, t.gain_mean) if len(t) > 2 else (np.nan, np.nan)
+    return t, dict(spearman_rho=float(rho), p_value=float(p), n_pairs=len(t), gamma=gamma, n_per_class=n_per_class)
+
+
 # %% ../nbs/06_metrics.ipynb #d90dbb8b
 def recalibrate_bn(model:nn.Module, loader, n_batches:int|None=None, device=None, progress:bool=False) -> nn.Module:
     "Reset `model`'s BatchNorm running statistics and re-estimate them (cumulative average) on `loader`; no weight changes."
@@ -424,10 +447,9 @@ def _resolve_ckpt(run, other=None):
     if isinstance(run, nn.Module): return run
     if str(run) == "init":
         if other is None or isinstance(other, nn.Module): raise ValueError("'init' needs run_b to be a run folder or checkpoint")
-        o = Path(other); return (o if o.is_dir() else o.parent) / "init.pth"
-    p = Path(run)
-    if p.is_dir(): p = p / "model.pth"
-    elif not p.exists() and p.name == "init" and (p.parent / "init.pth").exists(): p = p.parent / "init.pth"
+        o = Path(other); return RunFolder(o if o.is_dir() else o.parent).init
+    p = RunFolder.checkpoint(run)
+    if not p.exists() and p.name == "init" and RunFolder(p.parent).init.exists(): p = RunFolder(p.parent).init
     if not p.is_file(): raise FileNotFoundError(f"no checkpoint at {p}; give a .pth file, a run folder with model.pth, or 'init'")
     return p
 
@@ -656,8 +678,9 @@ def plot_entropy_overlap(channels:pd.DataFrame, entropy:str="entropy_b") -> go.F
                       title=f"{entropy} vs overlap").update_layout(height=420)
 
 def _thumb(path, size):
-    from PIL import Image, ImageOps
-    with Image.open(path) as im: return np.asarray(ImageOps.pad(im.convert("RGB"), (size, size), color=(255, 255, 255)))
+    "A square thumbnail of image file `path` with the one image loader (`artstudy.data.load_image`)."
+    from artstudy.data import load_image
+    return load_image(path, size)
 
 def plot_topk_grid(files, indices=None, titles=None, ncols:int=10, size:int=96, title:str="") -> go.Figure:
     "Grid of thumbnails of `files` (or `files[indices]`, skipping −1), e.g. a channel's top-k images."

@@ -22,9 +22,9 @@ from PIL import Image
 from fastai.vision.all import *
 from sklearn.metrics import f1_score
 from .config import (atomic_write_json, dataset_path, default_device, get_setting,
-                             read_json)
+                             read_json, stage_metrics, RunFolder)
 from .data import (ArtDataset, BatchTfm, DatasetError, EvalCollate, ImageItems, image_cache, item_dls, label_columns,
-                           load_dataset, load_image, read_table, subset, to_rgb)
+                           load_dataset, load_image, read_table, square_pixels, subset)
 from .models import (MultiHeadLinear, backbone_cfg, checkpoint_meta, head_module, load_checkpoint, reinit_upper,
                              save_checkpoint, set_head, split_groups)
 from .train import (BestWeights, ChannelsLastInput, HistoryCSV, classification_report, data_checksums,
@@ -229,21 +229,16 @@ def multitask_learner(dls, backbone:str, mode:str="mode_a", weights:dict|None=No
     return learn
 
 # %% ../nbs/04_multitask.ipynb #be6a9215
-def _pil_pixels(im:Image.Image, size:int) -> np.ndarray:
-    "Like `load_image` for an in-memory image: RGB, shorter side to `size`, centre crop."
-    im = to_rgb(im); w, h = im.size; m = min(w, h); l, t = (w - m) / 2, (h - m) / 2
-    return np.array(im.resize((size, size), Image.Resampling.BILINEAR, box=(l, t, l + m, t + m)), dtype=np.uint8)
-
 def _model_input(image, size:int, stats) -> torch.Tensor:
     "A normalised (B,3,S,S) float batch from a path, PIL image, uint8 pixels or an already normalised float tensor."
     if isinstance(image, (str, Path)): px = load_image(image, size)
-    elif isinstance(image, Image.Image): px = _pil_pixels(image, size)
+    elif isinstance(image, Image.Image): px = square_pixels(image, size)
     else:
         a = torch.as_tensor(image)
         if a.is_floating_point(): return a[None] if a.ndim == 3 else a
         if a.dtype != torch.uint8: raise TypeError(f"pixel arrays must be uint8, not {a.dtype}")
         if a.ndim == 3 and a.shape[0] == 3 and a.shape[-1] != 3: a = a.permute(1, 2, 0)
-        px = _pil_pixels(Image.fromarray(a.cpu().numpy()), size)
+        px = square_pixels(Image.fromarray(a.cpu().numpy()), size)
     return BatchTfm(stats).normalize(torch.from_numpy(np.ascontiguousarray(px))[None]).contiguous()
 
 def model_tasks_classes(model:nn.Module) -> dict[str, list]|None:
@@ -277,7 +272,7 @@ def predict(model:nn.Module, image, tasks_classes:dict|None=None, size:int|None=
         res.append(r)
     return res[0] if x.shape[0] == 1 and not (torch.is_tensor(image) and image.ndim == 4) else res
 
-# %% ../nbs/04_multitask.ipynb #20ce2eb4
+# %% ../nbs/04_multitask.ipynb #77cbfd1f
 MT_DEFAULTS = dict(study="multitask", run_id=None, dataset="wikiart_mt", tasks=("style", "genre", "artist"), subset_by=None,
                    task_weights=None, uncertainty=False, mode="mode_a", then="mode_a", init_from=None, reinit_from=None,
                    backbone=None, image_size=None, batch_size=None, epochs=3, seed=None, n_per_class=None,
@@ -305,6 +300,7 @@ def select_tasks_data(p:dict) -> tuple[ArtDataset, dict]:
         ds = subset(ds, n_per_class={k: v for k, v in n.items() if v}, seed=p["seed"])
     return ds, tc
 
+# %% ../nbs/04_multitask.ipynb #2c92a94e
 @torch.inference_mode()
 def predict_tasks(model, loader, device=None, channels_last:bool=False) -> tuple[list[np.ndarray], np.ndarray]:
     "Per-task softmax probabilities and the (N, n_tasks) targets over `loader`, in order."
@@ -352,6 +348,7 @@ def _task_eval(model, ds, tc, p, stats, dev) -> dict:
         reports[s] = task_reports(*predict_tasks(model, dl, dev, p["channels_last"]), tc)
     return reports
 
+# %% ../nbs/04_multitask.ipynb #fde5f36d
 def train_multitask_run(params:dict|None=None, run_dir=None, **kwargs) -> dict:
     "Train one single- or multi-task run from a dict of parameters; writes the run folder and returns its metrics."
     p = multitask_params(params, **kwargs)
@@ -368,15 +365,15 @@ def train_multitask_run(params:dict|None=None, run_dir=None, **kwargs) -> dict:
                 mean=list(stats[0]), std=list(stats[1]), mode=p["mode"], run_id=p["run_id"], multi_label=False)
     learn = multitask_learner(dls, p["backbone"], mode, weights=p["task_weights"], uncertainty=p["uncertainty"],
                               init_from=p["init_from"], reinit_from=p["reinit_from"], weights_path=p["weights_path"],
-                              channels_last=p["channels_last"], cbs=[HistoryCSV(run_dir/"history.csv")],
+                              channels_last=p["channels_last"], cbs=[HistoryCSV(RunFolder(run_dir).history)],
                               lr_body=p["lr_body"], lr_head=p["lr_head"])
     model = learn.model.to(dev)
-    save_checkpoint(model, run_dir/"init.pth", **meta)
+    save_checkpoint(model, RunFolder(run_dir).init, **meta)
     t0 = time.perf_counter()
     with quietly(learn, p["progress"] is False or (p["progress"] is None and not interactive())): fit_mode(learn, p["epochs"])
     train_s = time.perf_counter() - t0
     model.to(memory_format=torch.contiguous_format)
-    save_checkpoint(model, run_dir/"model.pth", **meta)
+    save_checkpoint(model, RunFolder(run_dir).model, **meta)
     reports = _task_eval(model, ds, tc, p, stats, dev)
     main, lv = ("test" if "test" in reports else "valid"), learn.loss_func.log_vars
     metrics = {**run_summary(p, best_weights(learn), train_s, counts.get("train", 0)), "tasks": p["tasks"],
@@ -384,15 +381,14 @@ def train_multitask_run(params:dict|None=None, run_dir=None, **kwargs) -> dict:
                **(_task_summary(reports["valid"], "valid_") if "valid" in reports else {}), "eval_split": main,
                "task_log_vars": dict(zip(p["tasks"], lv.detach().cpu().tolist())) if lv is not None else None,
                "n_labelled_train": n_labelled, "reports": reports}
-    atomic_write_json(run_dir/"metrics.staged.json", metrics)   # the notebook's last cell promotes it (config.finish_run)
+    stage_metrics(run_dir, metrics)   # the notebook's last cell promotes it (config.finish_run)
     return metrics
 
 # %% ../nbs/04_multitask.ipynb #770bc466
 def evaluate_tasks(checkpoint, dataset, split:str|None=None, out=None, bs:int|None=None, device=None,
                    num_workers:int|None=None) -> dict:
     "Per-task accuracy, top-5, macro-F1 and mAP of a multi-head `checkpoint` on `dataset`; writes `out/metrics.json`."
-    checkpoint = Path(checkpoint)
-    if checkpoint.is_dir(): checkpoint = checkpoint/"model.pth"
+    checkpoint = RunFolder.checkpoint(checkpoint)
     meta = checkpoint_meta(checkpoint)
     tc = meta.get("tasks_classes")
     if not tc: raise ValueError(f"{checkpoint} has one head, not one per task: evaluate it with artstudy.train.evaluate")
@@ -406,7 +402,7 @@ def evaluate_tasks(checkpoint, dataset, split:str|None=None, out=None, bs:int|No
                                bs=bs or get_setting("batch_size"), stats=stats, num_workers=get_setting("num_workers", num_workers))
     reports = task_reports(*predict_tasks(model, dl, dev), tc)
     res = {"checkpoint": str(checkpoint), "dataset": str(dataset), "split": split, **_task_summary(reports), "reports": reports}
-    if out is not None: atomic_write_json(Path(out)/"metrics.json", res)
+    if out is not None: atomic_write_json(RunFolder(out).metrics, res)
     return res
 
 # %% ../nbs/04_multitask.ipynb #584356e6
@@ -420,8 +416,9 @@ def _task_list(v) -> list[str]:
 
 def multitask_results(folder, current=None) -> pd.DataFrame:
     "One row per finished run (a `metrics.json`) in the study `folder`, plus the staged result of the `current` run folder."
-    rows = [read_json(m) for m in sorted(Path(folder).glob("*/metrics.json")) if current is None or m.parent != Path(current)]
-    if current is not None and (Path(current)/"metrics.staged.json").is_file(): rows.append(read_json(Path(current)/"metrics.staged.json"))
+    runs = [RunFolder(d) for d in sorted(Path(folder).iterdir()) if d.is_dir() and (current is None or d != Path(current))]
+    rows = [read_json(r.metrics) for r in runs if r.metrics.is_file()]
+    if current is not None and RunFolder(current).staged.is_file(): rows.append(read_json(RunFolder(current).staged))
     return pd.DataFrame([{k: v for k, v in r.items() if k != "reports"} for r in rows if "tasks" in r])
 
 def single_vs_multi(results:pd.DataFrame, metric:str="acc", tasks_col:str|None=None) -> pd.DataFrame:

@@ -13,14 +13,13 @@ import os, subprocess, sys
 from pathlib import Path
 import numpy as np, pandas as pd
 import plotly.express as px, plotly.graph_objects as go
-from scipy import stats
 from .findings import decide_findings
-from .config import get_setting, project_root, read_json, runs_dir
+from .config import RunFolder, project_root, read_json, runs_dir
 from .runs import collect, study_dir
 
 # %% auto #0
 __all__ = ['study_results', 'analysis_layers_table', 'study_findings', 'plot_findings', 'lr_ratio_table', 'source_class_table',
-           'distance_gain', 'weight_change_table', 'plot_weight_change', 'plot_mode_accuracy', 'plot_double_finetune',
+           'gain_pairs', 'weight_change_table', 'plot_weight_change', 'plot_mode_accuracy', 'plot_double_finetune',
            'plot_factors', 'plot_analysis_layers', 'standalone_figures', 'render_report']
 
 # %% ../nbs/10_report.ipynb #de9e9f64
@@ -35,9 +34,7 @@ def study_results(study, runs_dir=None) -> pd.DataFrame:
     if df.empty: return df
     df, folder = df.copy(), study_dir(study, runs_dir)
     def group(rid):
-        p = folder/str(rid)/"params.json"
-        if not p.is_file(): return ""
-        rec = read_json(p)
+        rec = RunFolder(folder/str(rid)).read_params()
         return rec.get("group") or Path(str(rec.get("notebook") or "")).stem
     df["group"] = df["run_id"].map(group)
     df["mode"] = _col(df, "mode", "param_mode")
@@ -48,7 +45,7 @@ def study_results(study, runs_dir=None) -> pd.DataFrame:
 def _run_seed(run_dir:Path, metrics:dict):
     "The seed of an analysis run: from its metrics, else from the parameters the runner recorded."
     if metrics.get("seed") is not None: return metrics["seed"]
-    p = read_json(run_dir/"params.json") if (run_dir/"params.json").is_file() else {}
+    p = RunFolder(run_dir).read_params()
     p = p.get("params", p)
     return p.get("SEED", p.get("seed"))
 
@@ -122,33 +119,16 @@ def source_class_table(results:pd.DataFrame, group:str="source_classes") -> pd.D
              .agg(top1_mean=("top1", "mean"), top1_std=("top1", "std"), gain_mean=("gain", "mean"), gain_std=("gain", "std"),
                   n=("top1", "size"), source_run=("source_run", "first")).reset_index()[cols])
 
-def _view(params:dict, n_per_class:int, seed:int=0):
-    "The training images a run saw (its dataset, label and classes), at most `n_per_class` per class."
-    from artstudy.config import dataset_path
-    from artstudy.data import load_dataset, subset
-    ds = load_dataset(dataset_path(params["dataset"], root=params.get("data_root")), label=params.get("label"))
-    if params.get("classes"): ds = subset(ds, classes=params["classes"])
-    return subset(ds.split("train"), n_per_class=n_per_class, seed=seed)
-
-def distance_gain(results:pd.DataFrame, group:str="source_classes", n_per_class:int=100, size:int|None=None,
-                  gamma:float=0.01, backbone:str|None=None) -> tuple[pd.DataFrame, dict]:
-    "Each (source, target) pair of `group` with its domain similarity and double fine-tuning gain, and Spearman's ρ."
-    from artstudy.metrics import domain_similarity
-    from artstudy.models import create_backbone
+def gain_pairs(results:pd.DataFrame, group:str="source_classes") -> pd.DataFrame:
+    "The (source, target) pairs of `group` with a double fine-tuning gain over k = 0, and each target's dataset and label."
     t = source_class_table(results, group)
     t = t[(t.k > 0) & t.gain_mean.notna()].reset_index(drop=True)
-    if t.empty: return t, dict(spearman_rho=float("nan"), p_value=float("nan"), n_pairs=0)
-    net = create_backbone(get_setting("backbone", backbone), pretrained=True)
-    d = results[results.group == group]
-    sims = []
-    for _, r in t.iterrows():
-        run = d[[a == r.target and s == r.source for a, s in zip(_target(d), _col(d, "param_source_name"))]].iloc[0]
-        src = read_json(Path(str(r.source_run))/"params.json")
-        tgt = dict(dataset=run.get("param_dataset"), label=run.get("param_label") if isinstance(run.get("param_label"), str) else None)
-        sims.append(domain_similarity(_view(src, n_per_class), _view(tgt, n_per_class), gamma=gamma, size=size, model=net))
-    t = pd.concat([t, pd.DataFrame(sims)[["emd", "similarity", "n_source", "n_target"]]], axis=1)
-    rho, p = stats.spearmanr(t.similarity, t.gain_mean) if len(t) > 2 else (np.nan, np.nan)
-    return t, dict(spearman_rho=float(rho), p_value=float(p), n_pairs=len(t), gamma=gamma, n_per_class=n_per_class)
+    d = results[results.group == group] if len(results) else results
+    runs = [d[[a == r.target and s == r.source for a, s in zip(_target(d), _col(d, "param_source_name"))]].iloc[0]
+            for r in t.itertuples()]
+    return t.assign(target_dataset=[r.get("param_dataset") for r in runs],
+                    target_label=[r.get("param_label") if isinstance(r.get("param_label"), str) else None for r in runs])
+
 
 # %% ../nbs/10_report.ipynb #2672931c
 def weight_change_table(study, group:str="lr_ratio", runs_dir=None) -> pd.DataFrame:

@@ -21,8 +21,8 @@ from . import config
 # %% auto #0
 __all__ = ['MAX_ID_LEN', 'RUN_STATES', 'FAILED', 'load_study', 'slugify', 'short_hash', 'make_run_id', 'RunSpec', 'toposort',
            'expand_grid', 'run_state', 'run_meta', 'prepare_run_dir', 'StudyBusy', 'file_lock', 'child_env',
-           'visible_gpus', 'notebook_error', 'check_kernel', 'execute_run', 'notebook_params', 'check_specs', 'plan',
-           'run_study', 'flatten', 'study_dir', 'study_status', 'collect']
+           'visible_gpus', 'notebook_error', 'check_kernel', 'execute_run', 'notebook_params', 'check_specs',
+           'critical_first', 'plan', 'run_study', 'flatten', 'study_dir', 'study_status', 'collect']
 
 # %% ../nbs/09_runs.ipynb #aa880488
 _TOP_KEYS = {"study", "description", "notebook", "name", "base", "axes", "seeds", "runs", "grids", "depends_on"}
@@ -198,15 +198,15 @@ def _resolve_value(v, lookup, deps):
     return v
 
 def toposort(specs:list[RunSpec]) -> list[RunSpec]:
-    "Specs with every run after its `depends_on` (stable: config order among independent runs); raises on a cycle."
+    "Specs in config order, each moved after its `depends_on` (a run follows its dependencies at once); raises on a cycle."
     done, out, todo = set(), [], list(specs)
     while todo:
-        ready = [s for s in todo if all(d in done for d in s.depends_on)]
-        if not ready:
+        n = len(out)
+        for s in list(todo):
+            if all(d in done for d in s.depends_on): done.add(s.run_id); out.append(s); todo.remove(s)
+        if len(out) == n:
             cyc = ", ".join(f"{s.run_id} <- {[d for d in s.depends_on if d not in done]}" for s in todo)
             raise ValueError(f"dependency cycle among runs: {cyc}")
-        for s in ready: done.add(s.run_id); out.append(s)
-        todo = [s for s in todo if s.run_id not in done]
     return out
 
 # %% ../nbs/09_runs.ipynb #bd87eeeb
@@ -252,11 +252,7 @@ RUN_STATES = ("finished", "failed", "incomplete", "pending")
 
 def run_state(run_dir) -> str:
     "State of a run folder: failed (error.txt), finished (metrics.json), incomplete or pending."
-    d = Path(run_dir)
-    if (d/"error.txt").is_file(): return "failed"     # never finished, whatever else is there
-    if (d/"metrics.json").is_file(): return "finished"
-    if d.is_dir() and any(d.iterdir()): return "incomplete"
-    return "pending"
+    return config.RunFolder(run_dir).state()
 
 def run_meta() -> dict:
     "Provenance stored in every `params.json`: git commit, package versions, host."
@@ -272,7 +268,7 @@ def prepare_run_dir(spec:RunSpec, meta:dict|None=None) -> Path:
         os.replace(d, stale)
     d.mkdir(parents=True, exist_ok=True)
     meta = run_meta() if meta is None else meta
-    config.atomic_write_json(d/"params.json", {"study": spec.study, "run_id": spec.run_id, "notebook": spec.notebook,
+    config.atomic_write_json(config.RunFolder(d).params, {"study": spec.study, "run_id": spec.run_id, "notebook": spec.notebook,
         "group": spec.group, "params": spec.params, "depends_on": spec.depends_on,
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), **meta})
     return d
@@ -381,11 +377,12 @@ def _execute(spec, kernel_name, env, meta, timeout):
     # YAML, not JSON: papermill reads -b with PyYAML, which takes JSON's 1e-05 for a string
     params = json.loads(json.dumps(spec.params, default=str))
     b64 = base64.b64encode(yaml.safe_dump(params).encode()).decode()
-    cmd = [sys.executable, "-c", _PAPERMILL_CLI, spec.notebook, str(d/"out.ipynb"), "-b", b64, "-k", kernel,
+    rf = config.RunFolder(d)
+    cmd = [sys.executable, "-c", _PAPERMILL_CLI, spec.notebook, str(rf.notebook), "-b", b64, "-k", kernel,
            "--cwd", str(d), "--no-progress-bar", "--no-log-output", "--request-save-on-cell-execute"]
     if timeout: cmd += ["--execution-timeout", str(int(timeout))]
-    with open(d/"run.log", "w") as log:
-        log.write(f"# {datetime.now().isoformat(timespec='seconds')} papermill {spec.notebook} -> {d/'out.ipynb'} "
+    with open(rf.log, "w") as log:
+        log.write(f"# {datetime.now().isoformat(timespec='seconds')} papermill {spec.notebook} -> {rf.notebook} "
                   f"(kernel {kernel}, cwd {d})\n"); log.flush()
         env = {**(child_env() if env is None else env), "ARTSTUDY_RUNNER_PID": str(os.getpid()), "ARTSTUDY_RUNNER": "1"}
         p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=str(d),
@@ -395,17 +392,17 @@ def _execute(spec, kernel_name, env, meta, timeout):
         finally:
             with _LIVE_LOCK: _LIVE.discard(p)
     secs = time.time() - t0
-    if rc == 0 and (d/"metrics.json").is_file(): return _result(spec, "done", secs)
-    for f in ("metrics.json", config.STAGED_METRICS): (d/f).unlink(missing_ok=True)   # a failed run has no result
-    err = notebook_error(d/"out.ipynb")
-    tail = "".join((d/"run.log").read_text(errors="replace").splitlines(True)[-40:])
+    if rc == 0 and rf.metrics.is_file(): return _result(spec, "done", secs)
+    rf.clear_result()   # a failed run has no result
+    err = notebook_error(rf.notebook)
+    tail = "".join(rf.log.read_text(errors="replace").splitlines(True)[-40:])
     if err: msg = f"{err['ename']}: {err['evalue']}"
     elif rc == 0: msg = ("the notebook finished without writing metrics.json (its last cell must call "
                          "artstudy.config.finish_run(run_dir))")
     else: msg = f"papermill exited with status {rc}"
     text = (f"run {spec.run_id} failed: {msg}\nnotebook: {spec.notebook}\nexit status: {rc}\n\n" +
             (f"--- error in cell {err['cell']} ---\n{err['traceback']}\n\n" if err else "") + f"--- run.log (tail) ---\n{tail}")
-    config.atomic_write_text(d/"error.txt", text)
+    config.atomic_write_text(rf.error, text)
     return _result(spec, "failed", secs, msg)
 
 # %% ../nbs/09_runs.ipynb #eaba465b
@@ -471,9 +468,17 @@ def _select(specs, only):
             if d not in keep: keep.add(d); stack.append(d)
     return [s for s in specs if s.run_id in keep]
 
+def critical_first(specs:list[RunSpec]) -> list[RunSpec]:
+    "`specs` ordered for starting: runs that more runs wait on (transitively) first, else in config order."
+    below = {s.run_id: set() for s in specs}
+    for s in toposort(specs)[::-1]:   # dependents before their dependencies: each run's set is complete when read
+        for d in s.depends_on:
+            if d in below: below[d] |= {s.run_id} | below[s.run_id]
+    return sorted(specs, key=lambda s: -len(below[s.run_id]))   # stable: config order among equals
+
 def _schedule(specs, submit, on_done, limit=None):
-    "Run `specs` (in dependency order) through `submit(spec) -> Future`; dependents of failed runs are skipped."
-    res, pending, running = {}, list(specs), {}
+    "Run `specs` through `submit(spec) -> Future` (`critical_first`, each once its dependencies are done); dependents of failed runs are skipped."
+    res, pending, running = {}, critical_first(specs), {}
     def finish(r): res[r["run_id"]] = r; on_done(r)
     while pending or running:
         for s in list(pending):
@@ -624,7 +629,7 @@ def study_status(study_or_dir, runs_dir=None) -> pd.DataFrame:
     d, rows = study_dir(study_or_dir, runs_dir), []
     for r in sorted(q for q in d.iterdir() if q.is_dir() and not q.name.startswith((".", "_"))):
         st = run_state(r)
-        err = (r/"error.txt").read_text(errors="replace").splitlines()[0] if st == "failed" else ""
+        err = config.RunFolder(r).error.read_text(errors="replace").splitlines()[0] if st == "failed" else ""
         rows.append({"run_id": r.name, "state": st, "error": err})
     if (d/"summary.csv").is_file():  # runs the last sweep never started (e.g. skipped: dependency failed)
         seen = {r["run_id"] for r in rows}
@@ -633,8 +638,7 @@ def study_status(study_or_dir, runs_dir=None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["run_id", "state", "error"])
 
 def _params_of(run_dir:Path) -> dict:
-    if not (run_dir/"params.json").is_file(): return {}
-    p = config.read_json(run_dir/"params.json")
+    p = config.RunFolder(run_dir).read_params()
     p = p["params"] if isinstance(p.get("params"), dict) else p
     return {k: v for k, v in p.items() if k.upper() not in _HIDDEN_PARAMS}
 
@@ -646,7 +650,7 @@ def collect(study_or_dir, runs_dir=None, write:bool=True, verbose:bool=True) -> 
     rows = []
     for rid in status.run_id[status.state == "finished"]:
         r = d/rid
-        metrics = config.read_json(r/"metrics.json")
+        metrics = config.read_json(config.RunFolder(r).metrics)
         if not isinstance(metrics, dict): metrics = {"metric": metrics}
         row = {"run_id": rid, "study": d.name}
         row.update({f"param_{k.lower()}": v for k, v in flatten(_params_of(r)).items()})

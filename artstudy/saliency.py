@@ -18,15 +18,14 @@ from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam
 from .featvis import get_layer, layer_names, model_stats
 
 # %% auto #0
-__all__ = ['load_image', 'model_input', 'logits_fn', 'predict', 'grad_cam', 'integrated_gradients', 'saliency', 'plot_saliency',
+__all__ = ['image_tensor', 'model_input', 'logits_fn', 'predict', 'grad_cam', 'integrated_gradients', 'saliency', 'plot_saliency',
            'compare_saliency']
 
 # %% ../nbs/07a_saliency.ipynb #52a1d5c0
-def load_image(path, size:int=224) -> torch.Tensor:
-    "Image file `path` as a (3,size,size) float tensor in [0,1], centre-cropped to a square."
-    from PIL import Image, ImageOps
-    with Image.open(path) as im: im = ImageOps.fit(im.convert("RGB"), (size, size))
-    return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float() / 255
+def image_tensor(path, size:int=224) -> torch.Tensor:
+    "Image file `path` as a (3,size,size) float tensor in [0,1]: `data.load_image`'s decoding, resize and centre crop."
+    from artstudy.data import load_image   # the one image loader (EXIF, 16-bit, alpha); imported on use
+    return torch.from_numpy(load_image(path, size)).permute(2, 0, 1).float() / 255
 
 def model_input(model:nn.Module, img:torch.Tensor, mean=None, std=None) -> torch.Tensor:
     "A (3,H,W) or (B,3,H,W) image in [0,1] as a normalised batch on the model's device."
@@ -135,7 +134,7 @@ def plot_saliency(img, maps:dict, title:str="", size:int=200, opacity:float=0.5)
 def compare_saliency(model_a:nn.Module, model_b:nn.Module, img, labels=("reference", "fine-tuned"), layer:str|None=None,
                      target:int|None=None, classes=None, size:int|None=None, n_steps:int=32, title:str="", **kwargs) -> go.Figure:
     "Saliency of both models on `img` (a (3,H,W) tensor in [0,1] or an image file) as one figure."
-    if not torch.is_tensor(img): img = load_image(img, size or 224)
+    if not torch.is_tensor(img): img = image_tensor(img, size or 224)
     maps = {labels[0]: saliency(model_a, img, layer, target, n_steps=n_steps, classes=classes, **kwargs),
             labels[1]: saliency(model_b, img, layer, target, n_steps=n_steps, classes=classes, **kwargs)}
     return plot_saliency(img, maps, title=title or f"saliency at {maps[labels[1]]['layer']}")

@@ -20,8 +20,8 @@ from fastai.metrics import ActivationType
 from fastai.callback.fp16 import MixedPrecision
 from torch.amp import GradScaler
 from sklearn.metrics import average_precision_score, confusion_matrix
-from .config import (interactive, atomic_save, atomic_write_json, cache_dir, atomic_write_text, default_device, get_setting, git_commit, package_versions, read_json,
-                             runs_dir, seed_everything, sha256_file, state_dict_hash, FAST_CPU_ENV)
+from .config import (interactive, atomic_save, atomic_write_json, cache_dir, atomic_write_text, default_device, get_setting, git_commit, package_versions,
+                             runs_dir, seed_everything, sha256_file, stage_metrics, state_dict_hash, FAST_CPU_ENV, RunFolder)
 from .data import (ArtDataset, BatchTfm, ImageItems, collate_uint8, eval_loader, file_records, image_cache,
                            load_dataset, make_dls, subset)
 from .models import (block_names, backbone_cfg, create_backbone, head_module, load_checkpoint, reinit_upper,
@@ -150,8 +150,7 @@ class DeviceAutocast(MixedPrecision):
 def init_model(backbone:str, n_classes:int, pretrained:bool=True, init_from=None, weights_path=None) -> nn.Module:
     "A backbone with a fresh `n_classes` head: ImageNet/random init, or the body of checkpoint `init_from` (double fine-tuning)."
     if init_from is None: return create_backbone(backbone, pretrained=pretrained, num_classes=n_classes, weights_path=weights_path)
-    p = Path(init_from)
-    if p.is_dir(): p = p/"model.pth"
+    p = RunFolder.checkpoint(init_from)
     if not p.exists(): raise FileNotFoundError(f"init_from checkpoint {p} does not exist: train the source run first")
     src = load_checkpoint(p)
     if src.backbone_name != backbone:
@@ -205,12 +204,13 @@ def default_reinit_block(model) -> int:
 def fit_mode(learn:Learner, epochs:int):
     "Train `learn` for `epochs` with its mode's schedule and per-group learning rates."
     cfg, n = learn.transfer_cfg, len(learn.opt.param_groups) if learn.opt else len(learn.splitter(learn.model))
-    if cfg["sched"] == "fine_tune": return learn.fine_tune(max(epochs - 1, 1), base_lr=cfg["lr_head"], freeze_epochs=1)
+    if cfg["sched"] == "fine_tune":   # fastai spreads the body's rates from lr_head / lr_mult up to lr_head
+        return learn.fine_tune(max(epochs - 1, 1), base_lr=cfg["lr_head"], freeze_epochs=1, lr_mult=cfg["lr_head"] / cfg["lr_body"])
     lrs = group_lrs(cfg, n)
     if cfg["sched"] == "one_cycle": return learn.fit_one_cycle(epochs, lr_max=lrs)
     return learn.fit(epochs, lr=lrs)
 
-# %% ../nbs/03_train.ipynb #07f5dbc7
+# %% ../nbs/03_train.ipynb #48782fae
 def cached_features(model, loader, device=None, channels_last=True) -> tuple[torch.Tensor, torch.Tensor]:
     "The inputs of the model's head (pooled features) and the targets, for every batch of `loader`, in order."
     dev = default_device(device); model.eval().to(dev)
@@ -225,6 +225,7 @@ def cached_features(model, loader, device=None, channels_last=True) -> tuple[tor
     finally: hook.remove()
     return torch.cat(feats), torch.cat(ys)
 
+# %% ../nbs/03_train.ipynb #971cd4ec
 def weights_hash(model, skip_head:bool=True) -> str:
     "`config.state_dict_hash` of `model`, the head left out by default (the feature store's key: the body alone)."
     head = head_module(model) if skip_head else None
@@ -253,6 +254,7 @@ class _NormCollate:
         x, y = collate_uint8(items)
         return self.tfm.normalize(x), y
 
+# %% ../nbs/03_train.ipynb #2e1f8513
 def split_features(model, ds:ArtDataset, split:str|None="train", size:int|None=None, stats=((.5,)*3, (.5,)*3),
                    bs:int|None=None, num_workers:int|None=None, device=None, channels_last:bool=True, cache:bool=True,
                    method:str="bilinear") -> tuple[torch.Tensor, torch.Tensor]:
@@ -395,7 +397,7 @@ def predict_probs(model, loader, device=None, multi_label:bool=False, channels_l
         probs.append((out.sigmoid() if multi_label else out.softmax(-1)).cpu()); ys.append(torch.as_tensor(y))
     return torch.cat(probs).numpy(), torch.cat(ys).numpy()
 
-# %% ../nbs/03_train.ipynb #dfe6b995
+# %% ../nbs/03_train.ipynb #c828bb3e
 def select_data(p:dict) -> ArtDataset:
     "The dataset of a run: loaded, validated, then reduced to the requested classes and images per class."
     from artstudy.config import dataset_path
@@ -407,7 +409,7 @@ def select_data(p:dict) -> ArtDataset:
         ds = subset(ds, n_per_class={k: v for k, v in n.items() if v}, seed=seed)
     return ds
 
-def _report(model, ds, split, p, stats, dev, multi, feats=None):
+def _split_report(model, ds, split, p, stats, dev, multi, feats=None):
     if not (ds.df["split"] == split).any(): return None
     if feats is not None:   # off-the-shelf: the head on cached features is the model, without another body pass
         x, y = feats(split)
@@ -418,6 +420,7 @@ def _report(model, ds, split, p, stats, dev, multi, feats=None):
     if multi: return {"mAP": mean_ap(probs, ys), "n_images": len(ys)}
     return classification_report(probs, ys, ds.classes)
 
+# %% ../nbs/03_train.ipynb #40743178
 def hardware_info(device=None) -> dict:
     "What a run ran on: CPU model, cores, torch threads, device (and GPU name): bit-identical reruns need the same CPU type."
     import os, platform
@@ -441,7 +444,7 @@ def start_run(p:dict, run_dir=None) -> tuple[Path, str, dict]:
     "Seed the run and make its folder (an old `metrics.json` or staged result is removed: unfinished until the end); its mode and settings."
     run_dir = Path(run_dir) if run_dir else runs_dir()/p["study"]/p["run_id"]
     run_dir.mkdir(parents=True, exist_ok=True)
-    for f in ("metrics.json", "metrics.staged.json"): (run_dir/f).unlink(missing_ok=True)   # not finished until the end
+    RunFolder(run_dir).clear_result()   # not finished until the end
     seed_everything(p["seed"])
     mode = p["then"] if p["mode"] == "double" else p["mode"]
     cfg = mode_config(mode, lr_body=p["lr_body"], lr_head=p["lr_head"])
@@ -449,13 +452,14 @@ def start_run(p:dict, run_dir=None) -> tuple[Path, str, dict]:
 
 def record_run(run_dir, p:dict, cfg:dict, dev, data:dict, **extra) -> dict:
     "Write `params.json`: the batch runner's record (if any), the run's parameters, provenance and `data`."
-    runner = read_json(run_dir/"params.json") if (run_dir/"params.json").is_file() else {}   # the batch runner's record
+    runner = RunFolder(run_dir).read_params()   # the batch runner's record
     rec = {**runner, **p, "transfer": cfg, "device": str(dev), "git_commit": git_commit(), **extra,
            "versions": package_versions(), "torch_threads": torch.get_num_threads(), "hardware": hardware_info(dev),
            "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "data": data}
-    atomic_write_json(run_dir/"params.json", rec)
+    atomic_write_json(RunFolder(run_dir).params, rec)
     return rec
 
+# %% ../nbs/03_train.ipynb #1d9ceab6
 def quietly(learn:Learner, quiet:bool):
     "No progress bar and no epoch table when `quiet` (papermill, tests); both for a person at a notebook."
     if not quiet: return contextlib.nullcontext()
@@ -503,6 +507,7 @@ def _scores(reports:dict) -> dict:
             **{f"valid_{k}": reports["valid"][k] for k in ("top1", "mAP") if "valid" in reports and k in reports["valid"]},
             "eval_split": "test" if "test" in reports else "valid"}
 
+# %% ../nbs/03_train.ipynb #bd767715
 def train_run(params:dict|None=None, run_dir=None, **kwargs) -> dict:
     "Train one run from a dict of parameters; writes the run folder and returns its metrics."
     p = run_params(params, **kwargs)
@@ -515,13 +520,13 @@ def train_run(params:dict|None=None, run_dir=None, **kwargs) -> dict:
                "checksums": data_checksums(ds)}, fast_path=fast_path_info(p["channels_last"], p["mixed_precision"], dev))
     meta = dict(classes=list(ds.classes), label=ds.label, image_size=p["image_size"], mean=list(stats[0]), std=list(stats[1]),
                 mode=p["mode"], run_id=p["run_id"], multi_label=bool(ds.multi_label))
-    hist = HistoryCSV(run_dir/"history.csv")
+    rf = RunFolder(run_dir); hist = HistoryCSV(rf.history)
     learn = build_learner(dls, p["backbone"], mode, init_from=p["init_from"], reinit_from=p["reinit_from"], weights_path=p["weights_path"],
                           channels_last=p["channels_last"], mixed_precision=p["mixed_precision"], cbs=[hist],
                           lr_body=p["lr_body"], lr_head=p["lr_head"])
     if p["patience"]: learn.add_cb(stopper(p["patience"]))
     model = learn.model.to(dev)
-    save_checkpoint(model, run_dir/"init.pth", **meta)
+    save_checkpoint(model, rf.init, **meta)
     quiet = p["progress"] is False or (p["progress"] is None and not interactive())
     feats = _feature_getter(model, ds, p, stats, dev) if mode == "off_the_shelf" and p["cached"] else None
     t0 = time.perf_counter()
@@ -530,11 +535,11 @@ def train_run(params:dict|None=None, run_dir=None, **kwargs) -> dict:
         else: fit_mode(learn, p["epochs"]); best = best_weights(learn)
     train_s = time.perf_counter() - t0
     model.to(memory_format=torch.contiguous_format)
-    save_checkpoint(model, run_dir/"model.pth", **meta)
-    reports = {s: r for s in p["eval_splits"] if (r := _report(model, ds, s, p, stats, dev, ds.multi_label, feats)) is not None}
+    save_checkpoint(model, rf.model, **meta)
+    reports = {s: r for s in p["eval_splits"] if (r := _split_report(model, ds, s, p, stats, dev, ds.multi_label, feats)) is not None}
     epochs_run = 0 if isinstance(best, ProbeFit) else len(hist.rows)   # a probe runs no epochs
     metrics = {**run_summary(p, best, train_s, counts.get("train", 0), epochs_run), **_scores(reports), "reports": reports}
-    atomic_write_json(run_dir/"metrics.staged.json", metrics)   # the notebook's last cell promotes it (config.finish_run)
+    stage_metrics(run_dir, metrics)   # the notebook's last cell promotes it (config.finish_run)
     return metrics
 
 # %% ../nbs/03_train.ipynb #b85cd101
@@ -544,8 +549,7 @@ def evaluate(checkpoint, dataset, label:str|None=None, out=None, split:str|None=
     from artstudy.config import check_writable, dataset_path
     from artstudy.models import checkpoint_meta
     if out is not None: check_writable(out)   # before the work, not after it
-    checkpoint = Path(checkpoint)
-    if checkpoint.is_dir(): checkpoint = checkpoint/"model.pth"
+    checkpoint = RunFolder.checkpoint(checkpoint)
     meta = checkpoint_meta(checkpoint)
     classes = meta.get("classes")
     if not classes: raise ValueError(f"{checkpoint} records no class names; it cannot be evaluated on a labelled dataset")
@@ -572,5 +576,5 @@ def evaluate(checkpoint, dataset, label:str|None=None, out=None, split:str|None=
     rep = classification_report(probs, remap[ys], classes)
     rep["per_class_accuracy"] = {c: a for c, a in rep["per_class_accuracy"].items() if c in ds.classes}
     res = {"checkpoint": str(checkpoint), "dataset": str(path), "label": ds.label, "split": split, **rep}
-    if out is not None: atomic_write_json(Path(out)/"metrics.json", res)
+    if out is not None: atomic_write_json(RunFolder(out).metrics, res)
     return res

@@ -286,7 +286,7 @@ def test_eval_loader_file_order(tmp_path):
     x = torch.cat(xs)
     assert x.shape == (6, 3, 16, 16) and x.is_contiguous()
     assert len(eval_loader(ds, split=None, size=16, bs=4, cache=False).dataset) == 24
-    mean, std = torch.tensor(D.IMAGENET_STATS[0]).view(3, 1, 1), torch.tensor(D.IMAGENET_STATS[1]).view(3, 1, 1)
+    mean, std = torch.tensor(D.LITE_STATS[0]).view(3, 1, 1), torch.tensor(D.LITE_STATS[1]).view(3, 1, 1)
     ref = torch.from_numpy(load_image(ds.files("valid")[2], 16)).permute(2, 0, 1) / 255
     assert torch.allclose(x[2] * std + mean, ref, atol=1e-5)
 

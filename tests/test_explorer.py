@@ -7,7 +7,7 @@ from artstudy.explorer import (FilterExplorer, channel_figures, channel_summary,
                                explore, export_channel, find_browser, find_runs, plot_class_histogram, run_comparison,
                                sort_channels)
 from artstudy.models import load_checkpoint
-from artstudy.saliency import compare_saliency, grad_cam, integrated_gradients, load_image, saliency
+from artstudy.saliency import compare_saliency, grad_cam, integrated_gradients, image_tensor, saliency
 
 TINY = dict(dataset="wikiart7", n_per_class=3, n_valid_per_class=2, image_size=48, epochs=1, num_workers=0,
             progress=False, mode="mode_a")
@@ -99,7 +99,7 @@ def test_widget_reacts_to_layer_and_channel(run, tmp_path):
     assert explore(run.parent, k=5, n_images=16).children  # the function form builds the same box
 
 def test_saliency_shape_and_models_differ(res, models):
-    img = load_image(res["files"][0], 48)
+    img = image_tensor(res["files"][0], 48)
     assert img.shape == (3, 48, 48) and 0 <= img.min() and img.max() <= 1
     a, b = models
     for f in (lambda m: grad_cam(m, img, layer="blocks.6", target=2), lambda m: integrated_gradients(m, img, target=2, n_steps=8)):

@@ -1,5 +1,5 @@
 "The project's shape: import direction between modules, notebook hygiene, and matching environment files."
-import ast, json, re
+import ast, json, re, subprocess, sys
 from pathlib import Path
 import pytest
 
@@ -8,9 +8,13 @@ ORDER = ["config", "fetch", "stats", "data", "models", "train", "multitask", "ac
          "runs", "findings", "report"]
 
 def _imports(path):
+    "Every artstudy module `path` imports: top level and inside functions, absolute (`artstudy.x`) and relative (`.x`)."
     tree = ast.parse(path.read_text())
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("artstudy."):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if node.module: yield node.module.split(".")[0]
+            else: yield from (a.name for a in node.names)   # from . import x
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("artstudy."):
             yield node.module.split(".")[1]
         elif isinstance(node, ast.Import):
             for a in node.names:
@@ -21,6 +25,18 @@ def test_imports_go_one_way(mod):
     "A module imports only modules that come before it in reading order."
     bad = [m for m in _imports(ROOT/"artstudy"/f"{mod}.py") if m in ORDER and ORDER.index(m) >= ORDER.index(mod)]
     assert not bad, f"artstudy.{mod} imports later modules {bad}: move the shared code down (see STYLE.md §2)"
+
+def test_imports_inside_functions_are_seen():
+    "The graph above reads imports made inside functions and relative ones: train's own imports are found."
+    found = set(_imports(ROOT/"artstudy"/"train.py"))
+    assert {"config", "data", "models"} <= found, found
+
+@pytest.mark.parametrize("mod", ["stats", "activations", "metrics", "featvis", "findings", "report"])
+def test_analysis_modules_load_without_fastai(mod):
+    "In a fresh interpreter, importing an analysis module loads no fastai (directly or through another module)."
+    code = f"import sys, artstudy.{mod}; sys.exit(1 if any(m == 'fastai' or m.startswith('fastai.') for m in sys.modules) else 0)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, f"importing artstudy.{mod} loaded fastai: {r.stderr[-500:]}"
 
 def test_analysis_modules_do_not_need_fastai():
     for mod in ("config", "fetch", "stats", "models", "activations", "metrics", "featvis", "findings"):
