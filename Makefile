@@ -78,12 +78,11 @@ docs: install
 clean-runs:
 	rm -rf runs/smoke
 
-# Filter explorer: nbs/explore.ipynb as a Voilà app, on 127.0.0.1 only. EXPLORE_PORT=8866 by default. A preheated kernel
-# (pool of 1) runs the notebook before a page asks for it, and the next one is prepared while the page is in use.
+# Filter explorer: nbs/explore.ipynb as a Voilà app, on 127.0.0.1 only. EXPLORE_PORT=8866 by default.
 EXPLORE_PORT ?= 8866
 explore: install
 	@test -x $(BIN)/voila || $(PY) -m pip install -q -e ".[explorer]"
-	$(BIN)/voila nbs/explore.ipynb --no-browser --port=$(EXPLORE_PORT) --Voila.ip=127.0.0.1 --Voila.port_retries=0 --preheat_kernel=True --pool_size=1
+	$(BIN)/voila nbs/explore.ipynb --no-browser --port=$(EXPLORE_PORT) --Voila.ip=127.0.0.1 --Voila.port_retries=0
 
 # Read and rerun the notebooks: JupyterLab on 127.0.0.1 only (with a token), opening nbs/, with the kernel
 # `make install` registers ("Python 3 (artstudy)"): JUPYTER_PATH puts this venv's kernels before any in ~/.local.

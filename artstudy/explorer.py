@@ -434,11 +434,10 @@ def update(self:FilterExplorer):
 
 @patch
 def _show(self:FilterExplorer, name:str, fig:go.Figure):
-    "A new FigureWidget goes in the panel's box; the one it replaces is closed two redraws later (memory stays bounded)."
+    "A new FigureWidget goes in the panel's box; the one it replaces is kept open (closing it broke the page)."
     old, self.figures[name] = self.figures.get(name), _figure_widget(fig, name)
     self._slots[name].children = (self.figures[name],)
-    if old is not None: self._retired.append(old)   # closed at once, under a view still in the page: "no comm channel"
-    while len(self._retired) > 2 * len(self._slots): self._retired.pop(0).close()   # views long gone: safe to close
+    if old is not None: self._retired.append(old)   # closed, even redraws later, the page logs "no comm channel defined"
 
 @patch
 def _on_click(self:FilterExplorer, trace, points, state):

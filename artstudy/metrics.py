@@ -411,7 +411,7 @@ def distance_gain(pairs:pd.DataFrame, n_per_class:int=100, size:int|None=None, g
     from artstudy.models import create_backbone
     net = create_backbone(get_setting("backbone", backbone), pretrained=True)
     sims = [domain_similarity(_training_view(RunFolder(str(r.source_run)).read_params(), n_per_class),
-                              _training_view(dict(dataset=r.target_dataset, label=r.target_label), n_per_class),
+                              _training_view(dict(dataset=r.target_dataset, label=r.target_label if isinstance(r.target_label, str) else None), n_per_class),
                               gamma=gamma, size=size, model=net) for r in pairs.itertuples()]
     t = pd.concat([pairs.reset_index(drop=True), pd.DataFrame(sims)[["emd", "similarity", "n_source", "n_target"]]], axis=1)
     rho, p = stats.spearmanr(t.similarity, t.gain_mean) if len(t) > 2 else (np.nan, np.nan)

@@ -24,8 +24,7 @@ def served(tmp_path):
     port = free_port()
     log = open(tmp_path / "voila.log", "w")
     p = subprocess.Popen([str(VOILA) if VOILA.exists() else "voila", "nbs/explore.ipynb", "--no-browser", f"--port={port}",
-                          "--Voila.ip=127.0.0.1", "--Voila.port_retries=0",
-                          "--preheat_kernel=True", "--pool_size=1"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+                          "--Voila.ip=127.0.0.1", "--Voila.port_retries=0"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):  # readiness on /favicon.ico: GET / would execute the notebook

@@ -35,9 +35,9 @@ def test_expand_grid_ids_params_and_dependency_order(tmp_path):
                       "runs": [{"id": "scratch", "params": {"mode": "from_scratch"}},
                                {"id": "from_dict", "params": {"init": {"from_run": "scratch", "path": "init.pth"}}}]}]}
     specs = expand_grid(cfg, runs_dir=tmp_path)
-    assert [s.run_id for s in specs] == [
+    assert [s.run_id for s in specs] == [   # config order, each run moved after what it depends on
         "tiny_metrics-off_the_shelf-s1", "tiny_metrics-off_the_shelf-s2", "tiny_metrics-mode_a-s1",
-        "tiny_metrics-mode_a-s2", "scratch", "double-s1", "double-s2", "from_dict"]
+        "tiny_metrics-mode_a-s2", "scratch", "from_dict", "double-s1", "double-s2"]
     by = {s.run_id: s for s in specs}
     assert by["tiny_metrics-mode_a-s2"].params == {
         "X": 1.5, "MODE": "mode_a", "SEED": 2, "STUDY": "quick", "RUN_ID": "tiny_metrics-mode_a-s2",
