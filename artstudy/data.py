@@ -13,13 +13,12 @@ import hashlib, io, os, random, re, warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 import numpy as np, pandas as pd, torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
-from fastai.data.core import DataLoaders
-from fastai.data.load import DataLoader
-from fastai.torch_core import TensorCategory, TensorImage, TensorMultiCategory
+if TYPE_CHECKING: from fastai.data.core import DataLoaders   # imported where loaders are made: reading data needs no fastai
 from .config import (atomic_path, atomic_write_json, cache_dir, dataset_path, default_device, error_list,
                              get_setting, read_json, sha256_file)
 
@@ -507,6 +506,7 @@ class BatchTfm:
         if self.scale.device != x.device: self.scale, self.bias = self.scale.to(x.device), self.bias.to(x.device)
         return torch.addcmul(self.bias, x.float(), self.scale).permute(0, 3, 1, 2)
     def __call__(self, batch):
+        from fastai.torch_core import TensorCategory, TensorImage, TensorMultiCategory   # fastai only where batches are made
         x, y = batch
         if self.augment: x = self.flip_shift(x)
         return TensorImage(self.normalize(x)), (TensorMultiCategory(y) if self.multi_label else TensorCategory(y))
@@ -523,6 +523,8 @@ def _items(ds:ArtDataset, split, size, method, cache, progress=None) -> ImageIte
 def item_dls(trn, val, bs:int, stats, num_workers:int=0, seed:int=0, augment:bool=True, device=None, shift:float=1/16,
              multi_label:bool=False, wrap=None) -> DataLoaders:
     "fastai `DataLoaders` over two `ImageItems`: shuffled, augmented train batches and ordered valid batches, on the device."
+    from fastai.data.core import DataLoaders
+    from fastai.data.load import DataLoader   # imported here: reading data and analysing it need no fastai
     dev = default_device(device)
     wrap = wrap or (lambda t: t)
     kw = dict(num_workers=num_workers, device=dev, pin_memory=dev.type == "cuda", persistent_workers=num_workers > 0,

@@ -31,9 +31,9 @@ def test_imports_inside_functions_are_seen():
     found = set(_imports(ROOT/"artstudy"/"train.py"))
     assert {"config", "data", "models"} <= found, found
 
-@pytest.mark.parametrize("mod", ["stats", "activations", "metrics", "featvis", "findings", "report"])
+@pytest.mark.parametrize("mod", ["data", "stats", "activations", "metrics", "featvis", "saliency", "explorer", "findings", "report"])
 def test_analysis_modules_load_without_fastai(mod):
-    "In a fresh interpreter, importing an analysis module loads no fastai (directly or through another module)."
+    "In a fresh interpreter, importing a data or analysis module loads no fastai (directly or through another module)."
     code = f"import sys, artstudy.{mod}; sys.exit(1 if any(m == 'fastai' or m.startswith('fastai.') for m in sys.modules) else 0)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, f"importing artstudy.{mod} loaded fastai: {r.stderr[-500:]}"
