@@ -21,8 +21,8 @@ from . import config
 # %% auto #0
 __all__ = ['MAX_ID_LEN', 'RUN_STATES', 'FAILED', 'load_study', 'slugify', 'short_hash', 'make_run_id', 'RunSpec', 'toposort',
            'expand_grid', 'run_state', 'run_meta', 'prepare_run_dir', 'StudyBusy', 'file_lock', 'child_env',
-           'visible_gpus', 'notebook_error', 'check_kernel', 'execute_run', 'notebook_params', 'check_specs',
-           'critical_first', 'plan', 'run_study', 'flatten', 'study_dir', 'study_status', 'collect']
+           'visible_gpus', 'notebook_error', 'check_kernel', 'execute_run', 'notebook_params', 'check_specs', 'plan',
+           'run_study', 'flatten', 'study_dir', 'study_status', 'collect']
 
 # %% ../nbs/09_runs.ipynb #aa880488
 _TOP_KEYS = {"study", "description", "notebook", "name", "base", "axes", "seeds", "runs", "grids", "depends_on"}
@@ -468,17 +468,9 @@ def _select(specs, only):
             if d not in keep: keep.add(d); stack.append(d)
     return [s for s in specs if s.run_id in keep]
 
-def critical_first(specs:list[RunSpec]) -> list[RunSpec]:
-    "`specs` ordered for starting: runs that more runs wait on (transitively) first, else in config order."
-    below = {s.run_id: set() for s in specs}
-    for s in toposort(specs)[::-1]:   # dependents before their dependencies: each run's set is complete when read
-        for d in s.depends_on:
-            if d in below: below[d] |= {s.run_id} | below[s.run_id]
-    return sorted(specs, key=lambda s: -len(below[s.run_id]))   # stable: config order among equals
-
 def _schedule(specs, submit, on_done, limit=None):
-    "Run `specs` through `submit(spec) -> Future` (`critical_first`, each once its dependencies are done); dependents of failed runs are skipped."
-    res, pending, running = {}, critical_first(specs), {}
+    "Run `specs` (in `toposort` order) through `submit(spec) -> Future`; dependents of failed runs are skipped."
+    res, pending, running = {}, list(specs), {}
     def finish(r): res[r["run_id"]] = r; on_done(r)
     while pending or running:
         for s in list(pending):

@@ -205,6 +205,7 @@ def fit_mode(learn:Learner, epochs:int):
     "Train `learn` for `epochs` with its mode's schedule and per-group learning rates."
     cfg, n = learn.transfer_cfg, len(learn.opt.param_groups) if learn.opt else len(learn.splitter(learn.model))
     if cfg["sched"] == "fine_tune":   # fastai spreads the body's rates from lr_head / lr_mult up to lr_head
+        if not cfg["lr_body"] > 0: raise ValueError(f"mode 'fastai' needs lr_body > 0 (the lowest body rate), got {cfg['lr_body']}")
         return learn.fine_tune(max(epochs - 1, 1), base_lr=cfg["lr_head"], freeze_epochs=1, lr_mult=cfg["lr_head"] / cfg["lr_body"])
     lrs = group_lrs(cfg, n)
     if cfg["sched"] == "one_cycle": return learn.fit_one_cycle(epochs, lr_max=lrs)
@@ -312,6 +313,7 @@ def fit_logistic_head(model, train:tuple, valid:tuple, Cs=LOGREG_CS, max_iter:in
     (xt, yt), (xv, yv) = [(torch.as_tensor(x).double().numpy(), np.asarray(y)) for x, y in (train, valid)]
     missing = sorted(set(range(head.out_features)) - set(yt.tolist()))
     if missing: raise ValueError(f"classes {missing} have no training image: a logistic head needs every class in the train split")
+    if yt.ndim > 1: raise ValueError("head_fit='logreg' is for single-label datasets; use head_fit='sgd' for a multi-label one")
     if not len(yv): raise ValueError("head_fit='logreg' chooses C on the validation split, and this dataset has no validation image")
     mu, sd = xt.mean(0), xt.std(0) + 1e-6
     rows, best = [], None

@@ -84,11 +84,18 @@ def test_logistic_head_is_the_converged_classifier_and_needs_no_seed(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a if not k.startswith("classifier."))
     model = load_checkpoint(tmp_path/"s1"/"model.pth").eval()
     ds = select_data(run_params(TINY, mode="off_the_shelf", data_seed=0))
-    (xt, yt), (xv, _) = [split_features(model, ds, s, 48, ((.5,)*3, (.5,)*3), num_workers=0) for s in ("train", "valid")]
+    (xt, yt), (xv, yv) = [split_features(model, ds, s, 48, ((.5,)*3, (.5,)*3), num_workers=0) for s in ("train", "valid")]
     x = xt.double().numpy(); mu, sd = x.mean(0), x.std(0) + 1e-6
     ref = LogisticRegression(C=C, max_iter=5000, tol=1e-6).fit((x - mu) / sd, yt.numpy())
     with torch.no_grad(): mine = model.classifier(xv).softmax(-1).double().numpy()
     np.testing.assert_allclose(mine, ref.predict_proba((xv.double().numpy() - mu) / sd), atol=1e-4)
+    # every C it tried, refitted independently: the logged validation losses are right and the kept C is their minimum
+    from sklearn.metrics import log_loss
+    z = lambda a: (a.double().numpy() - mu) / sd
+    losses = [log_loss(yv.numpy(), LogisticRegression(C=c, max_iter=5000, tol=1e-6).fit(z(xt), yt.numpy()).predict_proba(z(xv)),
+                       labels=range(7)) for c in hist.C]
+    np.testing.assert_allclose(hist.valid_loss, losses, rtol=1e-6)
+    assert C == hist.C[int(np.argmin(losses))]
 
 def test_patience_stops_once_the_validation_loss_stops_falling(tmp_path):
     "Early stopping: it stops exactly `patience` epochs after the best one, keeps the best weights, and says so."
