@@ -100,4 +100,4 @@ lab: install
 test-browser: install
 	@test -x $(BIN)/voila || $(PY) -m pip install -q -e ".[explorer]"
 	@test -x /usr/bin/chromium || echo "no /usr/bin/chromium: the browser test will skip (Debian: apt-get install -y chromium)"
-	$(BIN)/pytest -q -rs tests/test_browser.py tests/test_lab.py
+	ARTSTUDY_STRICT_TIMING=1 $(BIN)/pytest -q -rs -s tests/test_browser.py tests/test_lab.py

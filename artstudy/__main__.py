@@ -1,4 +1,4 @@
-"""`python -m artstudy run|collect|report|evaluate`: thin argparse wrappers over `artstudy.runs`, `artstudy.report` and `artstudy.train`.
+"""`python -m artstudy run|collect|report|evaluate`: thin argparse wrappers over `artstudy.runs`, `artstudy.report` and `artstudy.pipeline`.
 
 The command line only parses arguments and calls library functions, so everything it does can also be done from a
 notebook; loading a checkpoint never needs anything defined here. Heavy modules are imported inside each command, so
@@ -140,19 +140,11 @@ def cmd_report(args) -> int:
     return 0
 
 def cmd_evaluate(args) -> int:
-    "Evaluate a checkpoint with `artstudy.train.evaluate`, or `artstudy.multitask.evaluate_tasks` if it has one head per task."
+    "Evaluate a checkpoint (one head, or one per task) with `artstudy.pipeline.evaluate`."
     from artstudy.config import check_writable
     check_writable(args.out)   # before loading anything: a result that cannot be written is not computed
-    from artstudy.models import checkpoint_meta
-    from artstudy.config import RunFolder
-    ck = RunFolder.checkpoint(args.checkpoint)
-    if ck.is_file() and checkpoint_meta(ck).get("tasks_classes"):
-        from artstudy.multitask import evaluate_tasks
-        if args.label: print(f"--label {args.label} ignored: a multi-task checkpoint is scored on every task it has", file=sys.stderr)
-        res = evaluate_tasks(ck, args.data, out=args.out, split=args.split)
-    else:
-        from artstudy.train import evaluate
-        res = evaluate(args.checkpoint, args.data, label=args.label, out=args.out, split=args.split, on_error=args.on_error)
+    from artstudy.pipeline import evaluate
+    res = evaluate(args.checkpoint, args.data, label=args.label, out=args.out, split=args.split, on_error=args.on_error)
     if res is not None: print(res)
     return 0
 

@@ -20,7 +20,7 @@ from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 if TYPE_CHECKING: from fastai.data.core import DataLoaders   # imported where loaders are made: reading data needs no fastai
 from .config import (atomic_path, atomic_write_json, cache_dir, dataset_path, default_device, error_list,
-                             get_setting, read_json, sha256_file)
+                             read_json, sha256_file)
 
 # %% auto #0
 __all__ = ['SPLITS', 'SPLIT_ALIASES', 'META_COLUMNS', 'IMAGE_EXTS', 'IMAGENET_STATS', 'LITE_STATS', 'RESAMPLE', 'MISSING',
@@ -99,6 +99,7 @@ MISSING = {"", "nan", "NaN", "NAN", "null", "NULL", "None", "none", "NA", "N/A",
 
 def _tokens(v:str, sep:str=";") -> list[str]: return [t.strip() for t in str(v).split(sep) if t.strip() not in MISSING]
 
+# %% ../nbs/01_data.ipynb #9764c6e5
 @dataclass(eq=False)
 class ArtDataset:
     "Images under `root` listed in `df` (`path`, label columns, `split`), with main label `label` and its `classes`."
@@ -413,24 +414,21 @@ _CACHE_VERSION = "artstudy-resized-v1"
 def _bad_files(ds, recs):
     return [(p, recs[p]["err"]) for p in dict.fromkeys(ds.df["path"]) if recs[p].get("err")]
 
-def cache_key(ds:ArtDataset, size:int|None=None, method:str="bilinear", num_threads:int|None=None) -> str:
+def cache_key(ds:ArtDataset, size:int=224, method:str="bilinear", num_threads:int|None=None) -> str:
     "SHA-256 over the files' sizes and contents (in order), `size` and `method`."
-    size = int(get_setting("image_size", size))
     recs = file_records(ds.root, ds.df["path"], num_threads)
     if bad := _bad_files(ds, recs): raise DatasetError(_problem_report(bad, str(ds.root), "Run load_dataset(..., on_error='skip')."), bad)
     h = hashlib.sha256(f"{_CACHE_VERSION}|{size}|{method}\n".encode())
     for p in ds.df["path"]: h.update(f"{recs[p]['size']}:{recs[p]['sha']}\n".encode())
     return h.hexdigest()
 
-def cache_file(ds:ArtDataset, size:int|None=None, method:str="bilinear") -> Path:
+def cache_file(ds:ArtDataset, size:int=224, method:str="bilinear") -> Path:
     "Where the resized cache of `ds` at `size` lives."
-    size = int(get_setting("image_size", size))
     return cache_dir()/"resized"/f"{size}px-{method}-{cache_key(ds, size, method)[:24]}.npy"
 
-def image_cache(ds:ArtDataset, size:int|None=None, method:str="bilinear", progress:bool|None=None,
+def image_cache(ds:ArtDataset, size:int=224, method:str="bilinear", progress:bool|None=None,
                 num_threads:int|None=None) -> np.ndarray:
     "Read-only memmap (N,S,S,3) uint8 of `ds`'s images resized to `size`, built once and reused."
-    size = int(get_setting("image_size", size))
     if method not in RESAMPLE: raise ValueError(f"method must be one of {list(RESAMPLE)}")
     if not len(ds): return np.zeros((0, size, size, 3), np.uint8)
     path = cache_file(ds, size, method)
@@ -485,12 +483,12 @@ def collate_uint8(items):
 # %% ../nbs/01_data.ipynb #c3f967d8
 class BatchTfm:
     "uint8 (B,S,S,3) batch → normalised float `TensorImage` (B,3,S,S); with `augment`, random flip + reflect-shift."
-    def __init__(self, stats=LITE_STATS, augment:bool=False, shift:float=1/16, seed:int|None=None,
+    def __init__(self, stats=LITE_STATS, augment:bool=False, shift:float=1/16, seed:int=0,
                  multi_label:bool=False):
         mean, std = torch.tensor(stats[0], dtype=torch.float32), torch.tensor(stats[1], dtype=torch.float32)
         self.scale, self.bias = 1 / (255 * std), -mean / std      # x/255 normalised = x*scale + bias, per channel
         self.augment, self.shift, self.multi_label = augment, shift, multi_label
-        self.gen = torch.Generator().manual_seed(int(get_setting("seed", seed)))
+        self.gen = torch.Generator().manual_seed(int(seed))
     def flip_shift(self, x):
         "Each image flipped with p=0.5 and shifted by up to `shift`·S pixels (reflect padding): one gather."
         b, s = x.shape[:2]; p = min(s - 1, round(s * self.shift))
@@ -535,12 +533,11 @@ def item_dls(trn, val, bs:int, stats, num_workers:int=0, seed:int=0, augment:boo
     vdl = DataLoader(val, bs=bs, shuffle=False, after_batch=wrap(BatchTfm(stats, multi_label=multi_label)), **kw)
     return DataLoaders(tdl, vdl, device=dev)
 
-def make_dls(ds:ArtDataset, size:int|None=None, bs:int|None=None, stats=LITE_STATS, num_workers:int|None=None,
-             seed:int|None=None, augment:bool=True, device=None, cache:bool=True, method:str="bilinear",
+def make_dls(ds:ArtDataset, size:int=224, bs:int=64, stats=LITE_STATS, num_workers:int=0,
+             seed:int=0, augment:bool=True, device=None, cache:bool=True, method:str="bilinear",
              shift:float=1/16, valid_split:str="valid", progress:bool|None=None) -> DataLoaders:
     "fastai `DataLoaders` (train, valid) of normalised float (B,3,S,S) `TensorImage`s and `TensorCategory` targets."
-    size, bs = int(get_setting("image_size", size)), int(get_setting("batch_size", bs))
-    nw, seed = int(get_setting("num_workers", num_workers)), int(get_setting("seed", seed))
+    nw = num_workers
     for s in ("train", valid_split):
         if not (ds.df["split"] == s).any(): raise DatasetError(f"{ds.name!r} has no {s!r} images; splits: {ds.counts().columns.tolist()}")
     trn, val = (_items(ds, s, size, method, cache, progress) for s in ("train", valid_split))
@@ -556,10 +553,9 @@ class EvalCollate:
         x, y = collate_uint8(items)
         return self.tfm.normalize(x).contiguous(), y
 
-def eval_loader(ds:ArtDataset, split:str|None="valid", size:int|None=None, bs:int|None=None, stats=LITE_STATS,
+def eval_loader(ds:ArtDataset, split:str|None="valid", size:int=224, bs:int=64, stats=LITE_STATS,
                 num_workers:int=0, cache:bool=True, method:str="bilinear") -> torch.utils.data.DataLoader:
     "Plain torch `DataLoader` of `split` (all rows if None) in file order: (normalised float (B,3,S,S), targets)."
-    size, bs = int(get_setting("image_size", size)), int(get_setting("batch_size", bs))
     items = _items(ds, split, size, method, cache)
     return torch.utils.data.DataLoader(items, batch_size=bs, shuffle=False, num_workers=num_workers,
                                        collate_fn=EvalCollate(stats))

@@ -12,7 +12,10 @@ channel's panels can be exported to HTML (always) or PNG (with kaleido and Chrom
 
 # %% ../nbs/08_explorer.ipynb #35a1419d
 from __future__ import annotations
-import io, os, shutil, time
+# plotly's widget module first: in a kernel its imports (nbformat, jsonschema, rfc3987_syntax) took 1.5 s first and 4 s
+# after the others (measured in the explorer's Voilà kernel; the cause is unknown)
+import plotly.basewidget
+import base64, io, os, shutil, time
 from copy import deepcopy
 from functools import lru_cache
 from pathlib import Path
@@ -20,9 +23,10 @@ import numpy as np, pandas as pd, torch
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 import ipywidgets as W
+from traitlets import Bytes, Instance
 from fastcore.basics import patch
 from .config import RunFolder, project_root, sha256_file
-from .metrics import compare
+from .compare import compare
 
 # %% auto #0
 __all__ = ['METRICS', 'SORT_KEYS', 'FEATVIS_DEFAULTS', 'channel_table', 'sort_channels', 'channel_summary', 'plot_channel_metric',
@@ -86,6 +90,12 @@ def _img_u8(img) -> np.ndarray:
     a = img.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() if torch.is_tensor(img) else np.asarray(img)
     return (a * 255).round().astype(np.uint8) if a.dtype != np.uint8 else a
 
+def _png_uri(img) -> str:
+    "An image ((3,H,W) tensor in [0,1] or (H,W,3) array) as a PNG data URI, for a `go.Image` `source`."
+    from PIL import Image
+    buf = io.BytesIO(); Image.fromarray(_img_u8(img)).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
 def plot_featvis_pair(images:dict, title:str="", size:int=200) -> go.Figure:
     "Feature visualisations side by side: `images` is {label: (3,H,W) tensor in [0,1], or None when not rendered}."
     labels = list(images)
@@ -93,9 +103,10 @@ def plot_featvis_pair(images:dict, title:str="", size:int=200) -> go.Figure:
     for j, l in enumerate(labels, start=1):
         if images[l] is None:  # a grey placeholder, so that both panels keep their place
             ref = "" if j == 1 else str(j)
-            fig.add_trace(go.Image(z=np.full((96, 96, 3), 235, np.uint8), name=f"{l} (not rendered)", hoverinfo="skip"), row=1, col=j)
+            fig.add_trace(go.Image(source=_png_uri(np.full((96, 96, 3), 235, np.uint8)), name=f"{l} (not rendered)",
+                                   hoverinfo="skip"), row=1, col=j)
             _placeholder(fig, "not rendered yet:<br>press 'Render'", xref=f"x{ref}", yref=f"y{ref}", x=48, y=48)
-        else: fig.add_trace(go.Image(z=_img_u8(images[l]), name=l), row=1, col=j)
+        else: fig.add_trace(go.Image(source=_png_uri(images[l]), name=l), row=1, col=j)
     fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
     fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)
     return fig.update_layout(title=title or "feature visualisation", width=len(labels) * size + 40, height=size + 70,
@@ -103,10 +114,10 @@ def plot_featvis_pair(images:dict, title:str="", size:int=200) -> go.Figure:
 
 # %% ../nbs/08_explorer.ipynb #ac08741a
 @lru_cache(maxsize=4096)
-def _thumb(path:str, size:int) -> np.ndarray:
-    "A square thumbnail of image file `path` with the one image loader (`artstudy.data.load_image`), kept in memory."
+def _thumb(path:str, size:int) -> str:
+    "A square thumbnail of image file `path` (the one image loader, `artstudy.data.load_image`) as a PNG data URI, kept."
     from artstudy.data import load_image
-    return load_image(path, size)
+    return _png_uri(load_image(path, size))
 
 def plot_topk_pair(files, topk:dict, labels=None, classes=None, n:int=8, size:int=80, title:str="") -> go.Figure:
     "Top-`n` images of a channel per model (`topk`: {label: image indices into `files`}), titled by class; • = in both."
@@ -128,7 +139,7 @@ def plot_topk_pair(files, topk:dict, labels=None, classes=None, n:int=8, size:in
         idx = [int(i) for i in np.asarray(topk[l])[:n]]
         if not idx: _placeholder(fig, f"{l}: no positive activation", xref="paper", yref="paper", x=0.5, y=1 - (r - 0.5) / len(names))
         for c, i in enumerate(idx, start=1):
-            fig.add_trace(go.Image(z=_thumb(str(files[i]), size), name=f"{l} #{c}: {Path(str(files[i])).name}",
+            fig.add_trace(go.Image(source=_thumb(str(files[i]), size), name=f"{l} #{c}: {Path(str(files[i])).name}",
                                    hovertemplate=f"{Path(str(files[i])).name}<extra></extra>"), row=r, col=c)
     fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
     fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)
@@ -254,6 +265,53 @@ def run_comparison(run, reference="init", dataset=None, k:int=20, n_images:int|N
     ref = "init" if str(reference) == "init" else checkpoint_path(run, reference)
     return compare(ref, run, dataset, k=k, n_images=n_images, split=split, size=size, progress=progress, **kwargs)
 
+# %% ../nbs/08_explorer.ipynb #b7d1e2a2
+_PLOTLY_SHIM = """// plotly's FigureWidget, its 5 MB module imported once per page from the widget that `_bundle` refers to
+const loaded = (globalThis.__artstudy_plotly ??= {});   // bundle widget id -> promise of the imported module
+function plotly(model) {
+  const id = model.get("_bundle").replace("IPY_MODEL_", "");
+  return loaded[id] ??= model.widget_manager.get_model(id).then(w => {
+    const url = URL.createObjectURL(new Blob([w.get("bundle")], {type: "text/javascript"}));
+    return import(/* webpackIgnore: true */ url).finally(() => URL.revokeObjectURL(url));
+  });
+}
+export default () => {
+  let fig;   // plotly's own {initialize, render} for this model
+  return {
+    async initialize(ctx) { fig = (await plotly(ctx.model)).default(); return fig.initialize(ctx); },
+    render(ctx) { return fig.render(ctx); },
+  };
+};
+"""
+
+class _PlotlyBundle(W.Widget):
+    "A widget without a view that carries plotly's widget module to the page, once for every `_FigureWidget`."
+    bundle = Bytes().tag(sync=True)
+
+_bundles = {}
+def _plotly_bundle() -> _PlotlyBundle:
+    "This kernel's one open `_PlotlyBundle`, made on first use (and again if it was closed)."
+    w = _bundles.get("plotly")
+    if w is None or w.comm is None: _bundles["plotly"] = w = _PlotlyBundle(bundle=str(go.FigureWidget._esm).encode())
+    return w
+
+class _FigureWidget(go.FigureWidget):
+    "A FigureWidget importing plotly's module from `_plotly_bundle()`, whose comm opens only when asked."
+    _esm = _PLOTLY_SHIM
+    _bundle = Instance(_PlotlyBundle, allow_none=True).tag(sync=True, **W.widget_serialization)
+    _open_now = False
+    def open(self):
+        if not self._open_now: return
+        self._bundle = _plotly_bundle()
+        super().open()
+
+def _figure_widget(fig:go.Figure, name:str) -> go.FigureWidget:
+    "A FigureWidget of `fig` with the CSS class `explorer-fig-<name>`, whose comm opens with the figure in its state."
+    fw = _FigureWidget(fig)   # plotly sets the figure (`_widget_data`) after ipywidgets opened the comm: an update
+    fw.add_class(f"explorer-fig-{name}")   # that anywidget applies only after importing plotly's module
+    fw._open_now = True; fw.open()         # while the page may draw the view first, from an empty figure: blank
+    return fw
+
 # %% ../nbs/08_explorer.ipynb #65e7907b
 class _torch_threads:
     "Context manager: run torch with `n` intra-op threads (None: unchanged), restoring the old count."
@@ -261,19 +319,6 @@ class _torch_threads:
     def __enter__(self):
         if self.n: torch.set_num_threads(self.n)
     def __exit__(self, *exc): torch.set_num_threads(self.old)
-
-class _FigureWidget(go.FigureWidget):
-    "A FigureWidget whose comm opens only when asked, once its figure is set (see `_figure_widget`)."
-    _open_now = False
-    def open(self):
-        if self._open_now: super().open()
-
-def _figure_widget(fig:go.Figure, name:str) -> go.FigureWidget:
-    "A FigureWidget of `fig` with the CSS class `explorer-fig-<name>`, whose comm opens with the figure in its state."
-    fw = _FigureWidget(fig)   # plotly sets the figure (`_widget_data`) after ipywidgets opened the comm: an update
-    fw.add_class(f"explorer-fig-{name}")   # that anywidget applies only after importing the widget's 5 MB bundle
-    fw._open_now = True; fw.open()         # while the page may draw the view first, from an empty figure: blank
-    return fw
 
 def _cached(run) -> dict:
     "{key: mtime} of the analyses cached in run folder `run` (what `compare` reads instead of recomputing)."
@@ -316,7 +361,7 @@ class FilterExplorer:
         self.status = W.Label().add_class("explorer-status")
         names = ("metric", "featvis", "topk", "classes", "metrics", "saliency")
         self.figures, self._slots = {}, {n: W.Box() for n in names}   # filled by `update`
-        self._busy, self._retired = False, []
+        self._busy, self._retired, self._tables = False, [], {}
         self._load(layer)
         self.run_w.observe(self._on_run, "value"); self.ref_w.observe(self._on_ref, "value")
         self.layer_w.observe(self._on_layer, "value"); self.sort_w.observe(self._on_sort, "value")
@@ -340,7 +385,13 @@ class FilterExplorer:
     @property
     def result(self) -> dict: return self._res[(str(self.run), self.ref_w.value)]
     @property
-    def order(self) -> np.ndarray: return sort_channels(channel_table(self.result, self.layer_w.value), self.sort_w.value)
+    def table(self) -> pd.DataFrame:
+        "The current layer's `channel_table`, pivoted once per run, reference and layer."
+        key = (str(self.run), self.ref_w.value, self.layer_w.value)
+        if key not in self._tables: self._tables[key] = channel_table(self.result, self.layer_w.value)
+        return self._tables[key]
+    @property
+    def order(self) -> np.ndarray: return sort_channels(self.table, self.sort_w.value)
     @property
     def channel(self) -> int: return int(self.order[self.rank_w.value])
 

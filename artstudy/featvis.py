@@ -134,6 +134,7 @@ class Objective:
     @staticmethod
     def sum(objs): return sum(objs[1:], objs[0])
 
+# %% ../nbs/07_featvis.ipynb #b36e7df7
 def _channels(t, k, layer):
     "Per-item channel maps (B,H,W) of activation `t`: channel k, or k[i] for item i."
     n = t.shape[1]

@@ -138,6 +138,7 @@ def local_objects(cache) -> set:
     out = _git("cat-file", "--batch-all-objects", "--batch-check=%(objectname)", cwd=cache, what="listing objects")
     return set(out.decode().split())
 
+# %% ../nbs/01a_fetch.ipynb #0cc6f899
 def fetch_blobs(cache, oids:list, retries:int=2):
     "Fetch the blobs `oids` into `cache` in one request, as git's own partial-clone fetch does; retried on failure."
     cmd = ["-c", "fetch.negotiationAlgorithm=noop", "fetch", "-q", "--no-tags", "--no-write-fetch-head",

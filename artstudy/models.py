@@ -182,6 +182,7 @@ def _init_resnet(m, n):
                    source="torchvision:resnet50", pretrained_weights=_TV_URLS["resnet50"], **_TV)
 def _resnet50(): return torchvision.models.resnet50(weights=None)
 
+# %% ../nbs/02_models.ipynb #95736c56
 def _init_vgg(m, n):
     if isinstance(m, nn.Conv2d):
         nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -497,6 +498,7 @@ def save_checkpoint(model:nn.Module, path, /, **meta) -> Path:
     ckpt = dict(state_dict=sd, backbone=name, num_classes=head.out_features, format=CHECKPOINT_FORMAT, **meta)
     return atomic_save(ckpt, path)
 
+# %% ../nbs/02_models.ipynb #f18514e0
 def _read_checkpoint(path, map_location="cpu", mmap=False) -> dict:
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"checkpoint {path} does not exist")

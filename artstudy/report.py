@@ -177,6 +177,7 @@ def plot_double_finetune(results:pd.DataFrame) -> go.Figure:
                   title="pacs_art top-1 by labelled images per class and source of the weights (mean ± std over seeds)")
     return fig.update_layout(yaxis_tickformat=".0%", xaxis_title="labelled images per class", yaxis_title="top-1")
 
+# %% ../nbs/10_report.ipynb #124142ec
 def plot_factors(results:pd.DataFrame, dg:pd.DataFrame|None=None) -> go.Figure:
     "F8 in three panels: top-1 against the body-LR ratio, top-1 against source classes, gain against domain similarity."
     from plotly.subplots import make_subplots

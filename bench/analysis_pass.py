@@ -1,4 +1,4 @@
-"""Benchmark of the analysis pass (artstudy.metrics): time and memory of the all-layer metrics pass for a model pair.
+"""Benchmark of the analysis pass (artstudy.compare): time and memory of the all-layer metrics pass for a model pair.
 
 Prints JSON with
 - `ratio_vs_plain_pair`: metrics pass (two models fed the same batches, hooks on every analysis layer, pooled features
@@ -29,7 +29,7 @@ def _models():
 def _loader(n, size, bs):
     "The first-hit data root's wikiart7 valid split, n images spread over classes, decoded on the fly."
     from artstudy.data import load_dataset, eval_loader
-    from artstudy.metrics import _subset
+    from artstudy.compare import _subset
     ds = _subset(load_dataset("wikiart7"), "valid", n)
     return eval_loader(ds, split=None, size=size, bs=bs, stats=((0.5,) * 3, (0.5,) * 3))
 
@@ -39,13 +39,13 @@ def _plain(models, loader):
             for m in models: m(x)
 
 def _metrics(a, b, loader, layers, k):
-    from artstudy.metrics import analysis_pass, _tables
+    from artstudy.compare import analysis_pass, _tables
     res = analysis_pass(a, b, loader, layers, k=k, progress=False)
     return _tables(a, b, res, layers, k, 7, n_perm=0)   # the pass and its tables; `--full` times the permutation nulls
 
 def full(size, bs, k, n_calib, n_perm):
     "One full `compare` (whole valid split, control, nulls), timed by phase."
-    import artstudy.metrics as M
+    import artstudy.compare as M
     from artstudy.models import create_backbone
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", 1)))
     a = create_backbone("efficientnet_lite0", pretrained=True, num_classes=7).eval()

@@ -1,7 +1,7 @@
 """cached_probe: 20 epochs of off-the-shelf training on cached features (the one feature pass included) ÷ 20 naive
 frozen-body epochs. Target ≤ 0.1, same accuracy within noise. CPU, Lite0, wikiart7 subset, 128 px.
 
-Everything goes through `artstudy.train.train_run` (mode `off_the_shelf`, `cached=True` vs `cached=False`), timed by its
+Everything goes through `artstudy.pipeline.train_run` (mode `off_the_shelf`, `cached=True` vs `cached=False`), timed by its
 own `train_seconds` (the resized image cache is built before the clock starts, in both cases). The naive cost of 20
 epochs is EXTRAPOLATED from `--naive-epochs` measured epochs (×20/n), since 20 frozen-body epochs would take minutes.
 Runs use a fresh feature store (a temporary cache dir), so the first cached run pays the feature pass; a second cached
@@ -23,7 +23,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="artstudy-bench-")
     os.environ["ARTSTUDY_CACHE_DIR"] = os.path.join(tmp, "cache")
     try:
-        from artstudy.train import train_run
+        from artstudy.pipeline import train_run
         base = dict(dataset="wikiart7", mode="off_the_shelf", n_per_class=a.n, n_valid_per_class=a.nv, image_size=a.size,
                     batch_size=32, seed=0, eval_splits=["valid"], progress=False)
         run = lambda name, **kw: train_run(base, run_dir=os.path.join(tmp, name), **kw)

@@ -50,7 +50,7 @@ def worker(variant, steps, chunks, size, bs, acc_n, acc_epochs):
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=v["amp"] == "bf16"):
             out["logits"] = m(x[:8].contiguous(memory_format=mf)).float().tolist()
     if acc_n:
-        from artstudy.train import train_run
+        from artstudy.pipeline import train_run
         with tempfile.TemporaryDirectory() as d:
             m = train_run(dict(dataset="wikiart7", mode="mode_a", n_per_class=acc_n, n_valid_per_class=acc_n, image_size=size,
                                batch_size=bs, epochs=acc_epochs, seed=0, eval_splits=["valid"], progress=False, num_workers=0,

@@ -14,7 +14,7 @@ import _common as C
 
 CODE = """
 import json, sys
-from artstudy.train import train_run
+from artstudy.pipeline import train_run
 m = train_run(dict(dataset="pacs_art", mode="mode_a", n_per_class={n}, n_valid_per_class=25, image_size=128,
                    batch_size=32, epochs=1, seed=1, eval_splits=["valid"], progress=False, num_workers=0), run_dir=sys.argv[1])
 print(json.dumps(dict(valid_top1=m["valid_top1"], train_seconds=m["train_seconds"])))

@@ -69,6 +69,10 @@ def wait_plot(page, name, cond, timeout=60_000):
     "Wait until JS `cond` (over the plot element `el`) holds for explorer figure `name`."
     page.wait_for_function(f"""n => {{ const el = ({PLOT})(n); return !!(el && el.data && ({cond})); }}""", arg=name, timeout=timeout)
 
+def plotly_imports(page) -> int:
+    "How many times the page imported plotly's widget module (the explorer's figures share one import per bundle widget)."
+    return page.evaluate("() => Object.keys(globalThis.__artstudy_plotly || {}).length")
+
 def explorer_state(page) -> str: return page.locator(".explorer-state").inner_text()
 
 def watch_errors(page) -> list:

@@ -290,11 +290,17 @@ def test_eval_loader_file_order(tmp_path):
     ref = torch.from_numpy(load_image(ds.files("valid")[2], 16)).permute(2, 0, 1) / 255
     assert torch.allclose(x[2] * std + mean, ref, atol=1e-5)
 
-def test_settings_defaults(tmp_path, monkeypatch):
+def test_settings_reach_loaders_through_the_run_config_only(tmp_path, monkeypatch):
+    "settings (here ARTSTUDY_*) fill a run's config once, at the entry; the loaders use only the arguments they get."
+    from artstudy.pipeline import run_config
     monkeypatch.setenv("ARTSTUDY_IMAGE_SIZE", "24"); monkeypatch.setenv("ARTSTUDY_BATCH_SIZE", "5")
+    c = run_config()
+    assert (c.image_size, c.batch_size) == (24, 5)
     ds = load_dataset(csv_dataset(tmp_path/"d", n_per_class=8))
-    x, _ = make_dls(ds, num_workers=0, device="cpu").train.one_batch()
+    x, _ = make_dls(ds, size=c.image_size, bs=c.batch_size, num_workers=0, device="cpu").train.one_batch()
     assert x.shape == (5, 3, 24, 24)
+    x, _ = make_dls(ds, num_workers=0, device="cpu").train.one_batch()    # below the entry: the signature's defaults
+    assert x.shape[2:] == (224, 224)
 
 # ---------------------------------------------------------------- layouts misread, silent drops
 def _split_tree(root, splits=("train", "valid", "test")):

@@ -22,7 +22,7 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     "One tiny trained run (21 WikiArt images at 48 px, one epoch) in a temporary study folder."
-    from artstudy.train import train_run
+    from artstudy.pipeline import train_run
     d = tmp_path_factory.mktemp("study") / "tiny"
     from artstudy.config import finish_run
     train_run(dict(TINY, study="t", run_id="tiny"), run_dir=d)
@@ -151,3 +151,21 @@ def test_explore_notebook_names_the_paths_it_tried(tmp_path):
     assert e.value.ename == "FileNotFoundError" and str(project_root() / "runs/no_such_study/x") in e.value.evalue
     out = json.loads((tmp_path / "out.ipynb").read_text())
     assert not any("Showing a tiny demo run" in "".join(o.get("text", "")) for c in out["cells"] for o in c.get("outputs", []))
+
+def test_plotly_bundle_ships_once(run, tmp_path):
+    "Every figure widget sends a small shim and a reference; plotly's 5 MB module travels once, in one bundle widget."
+    import plotly
+    from ipywidgets.widgets.widget import _instances
+    from artstudy.explorer import _PlotlyBundle
+    ex = FilterExplorer(run.parent, k=5, n_images=16, n_show=4, thumb=32, export_dir=tmp_path)
+    ex.rank_w.value = 1                                                               # a redraw: six new figure widgets
+    FilterExplorer(run.parent, k=5, n_images=16, n_show=4, thumb=32, export_dir=tmp_path)   # and a second explorer
+    bundle = (Path(plotly.__file__).parent / "package_data" / "widgetbundle.js").read_bytes()
+    loaders = [w for w in _instances.values() if isinstance(w, _PlotlyBundle)]
+    figs = [w for w in _instances.values() if isinstance(w, go.FigureWidget)]
+    assert len(loaders) == 1 and loaders[0].bundle == bundle and len(bundle) > 4_000_000
+    assert len(figs) >= 18 and all(f in figs for f in ex.figures.values())
+    for f in figs:
+        s = f.get_state(["_esm", "_bundle"])
+        assert len(s["_esm"]) < 2_000 and s["_bundle"] == f"IPY_MODEL_{loaders[0].model_id}"
+    assert sum(len(f._esm) for f in figs) + len(loaders[0].bundle) < 1.05 * len(bundle)   # all the JavaScript sent: one bundle

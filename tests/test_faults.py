@@ -191,7 +191,7 @@ def test_planted_pickle_in_the_analysis_cache_never_executes(tmp_path):
     import pickle, warnings
     import numpy as np
     from artstudy.data import load_dataset, synthetic_dataset
-    from artstudy.metrics import compare
+    from artstudy.compare import compare
     from artstudy.models import create_backbone, save_checkpoint
     ds = load_dataset(synthetic_dataset(tmp_path/"syn", n_per_class=4, size=32), progress=False)
     for seed, r in ((0, "a"), (1, "b")):

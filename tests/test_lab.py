@@ -5,8 +5,8 @@ Playwright or make is missing. The notebook is a copy in a temporary folder: Jup
 import json, shutil, subprocess, sys, time, urllib.error, urllib.request
 from pathlib import Path
 import pytest
-from _browser import (CHROMIUM, ROOT, browser_missing, explorer_state, fake_run, fig_data, free_port, served_env, stop,
-                      wait_http, wait_plot, watch_errors, widget_errors)
+from _browser import (CHROMIUM, ROOT, browser_missing, explorer_state, fake_run, fig_data, free_port, plotly_imports,
+                      served_env, stop, wait_http, wait_plot, watch_errors, widget_errors)
 
 def _why_skip():
     if shutil.which("make") is None: return "make is not installed"
@@ -97,6 +97,7 @@ def test_explorer_renders_and_reacts_in_jupyterlab(lab):
             expect(page.locator(".jp-OutputArea-output", has_text="Traceback")).to_have_count(0)
             wait_plot(page, "featvis", "el.data.length == 2")
             assert not widget_errors(errs), errs   # e.g. "no comm channel defined" from a widget closed under its view
+            assert plotly_imports(page) == 1       # twelve figure widgets, one import of plotly's 5 MB module
             page.screenshot(path=str(tmp / "lab.png"), full_page=True)
         except Exception:
             page.screenshot(path=str(tmp / "failed.png"), full_page=True)   # for the post-mortem

@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["config", "fetch", "stats", "data", "models", "train", "multitask", "activations", "metrics", "featvis", "saliency", "explorer",
-         "runs", "findings", "report"]
+ORDER = ["config", "fetch", "stats", "data", "models", "features", "train", "multitask", "pipeline", "activations", "metrics", "compare", "featvis", "saliency",
+         "explorer", "runs", "findings", "report"]
 
 def _imports(path):
     "Every artstudy module `path` imports: top level and inside functions, absolute (`artstudy.x`) and relative (`.x`)."
@@ -27,11 +27,11 @@ def test_imports_go_one_way(mod):
     assert not bad, f"artstudy.{mod} imports later modules {bad}: move the shared code down (see STYLE.md §2)"
 
 def test_imports_inside_functions_are_seen():
-    "The graph above reads imports made inside functions and relative ones: train's own imports are found."
-    found = set(_imports(ROOT/"artstudy"/"train.py"))
-    assert {"config", "data", "models"} <= found, found
+    "The graph above reads imports made inside functions and relative ones: the pipeline's own imports are found."
+    found = set(_imports(ROOT/"artstudy"/"pipeline.py"))
+    assert {"config", "data", "features", "models", "train", "multitask"} <= found, found
 
-@pytest.mark.parametrize("mod", ["data", "stats", "activations", "metrics", "featvis", "saliency", "explorer", "findings", "report"])
+@pytest.mark.parametrize("mod", ["data", "stats", "features", "activations", "metrics", "compare", "featvis", "saliency", "explorer", "findings", "report"])
 def test_analysis_modules_load_without_fastai(mod):
     "In a fresh interpreter, importing a data or analysis module loads no fastai (directly or through another module)."
     code = f"import sys, artstudy.{mod}; sys.exit(1 if any(m == 'fastai' or m.startswith('fastai.') for m in sys.modules) else 0)"
@@ -39,11 +39,17 @@ def test_analysis_modules_load_without_fastai(mod):
     assert r.returncode == 0, f"importing artstudy.{mod} loaded fastai: {r.stderr[-500:]}"
 
 def test_analysis_modules_do_not_need_fastai():
-    for mod in ("config", "fetch", "stats", "models", "activations", "metrics", "featvis", "findings"):
+    for mod in ("config", "fetch", "stats", "models", "features", "activations", "metrics", "compare", "featvis", "findings"):
         p = ROOT/"artstudy"/f"{mod}.py"
         if p.exists():
             bad = [l for l in p.read_text().splitlines() if re.match(r"\s*(from|import)\s+fastai", l)]
             assert not bad, f"artstudy.{mod} must not import fastai: {bad}"
+
+@pytest.mark.parametrize("mod", ["data", "models", "features", "train", "multitask", "activations", "metrics"])
+def test_lower_layers_never_read_settings(mod):
+    "Settings are read once, where a run or an analysis starts (`pipeline.RunConfig`, the CLI); below that, explicit arguments."
+    p = ROOT/"artstudy"/f"{mod}.py"
+    assert "get_setting" not in p.read_text(), f"artstudy.{mod} reads settings: take the value as an argument instead"
 
 def test_notebooks_have_no_outputs_and_default_exp_first():
     for nb in sorted((ROOT/"nbs").glob("[0-9]*.ipynb")):

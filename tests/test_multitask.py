@@ -8,7 +8,8 @@ from artstudy.data import DatasetError, load_dataset, make_dls, subset, syntheti
 from artstudy.models import create_backbone, head_module, load_checkpoint, split_groups
 from artstudy.train import build_learner, fit_mode
 from artstudy.multitask import (MaskedMultiTaskLoss, check_tasks, load_tasks, multitask_dls, multitask_learner,
-                                multitask_model, predict, single_vs_multi, task_targets, train_multitask_run)
+                                multitask_model, predict, single_vs_multi, task_targets)
+from artstudy.pipeline import train_run
 
 TASKS = ["style", "genre", "artist"]
 TINY = dict(dataset="wikiart_mt", tasks=TASKS, n_per_class=3, n_valid_per_class=2, image_size=32, batch_size=8, epochs=1,
@@ -22,7 +23,7 @@ def _cache(tmp_path_factory, monkeypatch):
 def tiny_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("mt_run")
     os.environ.setdefault("ARTSTUDY_CACHE_DIR", str(tmp_path_factory.getbasetemp()/"cache"))
-    return d, train_multitask_run(TINY, run_dir=d)
+    return d, train_run(TINY, run_dir=d)
 
 def _ce(logits, y):
     "Cross-entropy by hand: mean over rows of logsumexp - logit of the true class."
@@ -105,7 +106,7 @@ def test_bad_task_column_and_one_class_task_errors(tmp_path):
     with pytest.raises(DatasetError, match="task column 'medium' not found.*label columns"):
         load_tasks("wikiart_mt", ["style", "medium"])
     with pytest.raises(DatasetError, match="not found"):
-        train_multitask_run(TINY, run_dir=tmp_path/"bad", tasks=["style", "Genre"])
+        train_run(TINY, run_dir=tmp_path/"bad", tasks=["style", "Genre"])
     with pytest.raises(ValueError, match="at least one task"): load_tasks("wikiart_mt", [])
     root = synthetic_dataset(tmp_path/"syn", n_per_class=6, size=16)
     df = pd.read_csv(root/"labels.csv"); df["museum"] = "louvre"; df["period"] = ["old"] * 9 + [""] * 9
@@ -131,8 +132,12 @@ def test_tiny_real_run_writes_a_complete_run_folder(tiny_run):
     hist = pd.read_csv(d/"history.csv")
     for t in TASKS: assert {f"{t}_acc", f"{t}_top5", f"{t}_f1"} <= set(hist.columns), hist.columns
     saved, params = json.loads((d/"metrics.staged.json").read_text()), json.loads((d/"params.json").read_text())
-    for t in TASKS:
-        assert 0 <= saved[f"{t}_acc"] <= 1 and 0 <= saved[f"valid_{t}_acc"] <= 1 and f"{t}_f1" in saved and f"{t}_top5" in saved
+    for t in TASKS: assert {f"{t}_acc", f"valid_{t}_acc", f"{t}_f1", f"{t}_top5"} <= set(saved)
+    from artstudy.config import dataset_path
+    table = pd.read_csv(dataset_path("wikiart_mt")/"labels.csv", keep_default_na=False)
+    test = table[table.split == "test"]
+    for t in ("style", "genre"):   # scored on every labelled test image: subsets never reduce the test split
+        assert saved[f"{t}_n"] == (test[t].str.strip() != "").sum() > 700
     assert saved["tasks"] == TASKS and saved["setting"] == "multi" and saved["n_train"] == 30
     assert saved["n_labelled_train"]["style"] == 30 and saved["n_labelled_train"]["artist"] < 30
     assert params["versions"]["torch"] and "labels.csv" in params["data"]["checksums"] and params["tasks"] == TASKS
@@ -156,7 +161,7 @@ def test_predict_path_pil_and_tensor_agree(tiny_run):
 
 def test_analysis_metrics_run_on_a_multitask_checkpoint(tiny_run):
     d, _ = tiny_run
-    from artstudy.metrics import compare
+    from artstudy.compare import compare
     out = compare("init", d, "wikiart_mt", split="valid", n_images=12, k=4, size=32, bs=6, progress=False)
     tab = out["layers"]
     assert len(tab) == 9 and list(out["classes"])[:1] == ["Abstract_Expressionism"] and tab["cka"].between(0, 1.0001).all()

@@ -61,7 +61,7 @@ def test_progress_is_for_people_not_papermill(tmp_path):
     import subprocess, sys, os
     from pathlib import Path
     nb = {"cells": [{"id": "p0", "cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
-                     "source": "from artstudy.train import interactive\nprint('interactive', interactive())"}],
+                     "source": "from artstudy.config import interactive\nprint('interactive', interactive())"}],
           "metadata": {"kernelspec": {"name": "python3", "language": "python", "display_name": "Python 3"},
                        "language_info": {"name": "python"}}, "nbformat": 4, "nbformat_minor": 5}
     (tmp_path / "probe.ipynb").write_text(json.dumps(nb))

@@ -234,10 +234,10 @@ def test_cli_evaluate_passes_its_arguments(monkeypatch, capsys):
     import types
     from artstudy.__main__ import main
     calls = []
-    fake = types.ModuleType("artstudy.train")
+    fake = types.ModuleType("artstudy.pipeline")
     fake.evaluate = lambda checkpoint, data, label=None, out=None, split=None, on_error="raise": calls.append(
         (checkpoint, data, label, out, split, on_error)) or {"acc": 0.5}
-    monkeypatch.setitem(sys.modules, "artstudy.train", fake)
+    monkeypatch.setitem(sys.modules, "artstudy.pipeline", fake)
     assert main(["evaluate", "--checkpoint", "m.pth", "--data", "pacs_art", "--out", "o", "--label", "object",
                  "--split", "test", "--on-error", "skip"]) == 0
     assert calls == [("m.pth", "pacs_art", "object", "o", "test", "skip")]

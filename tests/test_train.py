@@ -3,7 +3,8 @@ import json, os, subprocess, sys
 import numpy as np, pandas as pd, pytest, torch
 from artstudy.data import eval_loader, load_dataset, make_dls, subset, synthetic_dataset
 from artstudy.models import load_checkpoint
-from artstudy.train import MODES, build_learner, evaluate, fit_mode, train_run
+from artstudy.train import MODES, build_learner, fit_mode
+from artstudy.pipeline import evaluate, train_run
 
 TINY = dict(dataset="wikiart7", n_per_class=4, n_valid_per_class=2, image_size=48, batch_size=8, epochs=1,
             num_workers=0, eval_splits=["valid"], seed=0, progress=False)
@@ -61,7 +62,7 @@ def test_off_the_shelf_cached_equals_frozen_body(tmp_path):
     train_run(TINY, run_dir=tmp_path/"nc", mode="off_the_shelf", cached=False)
     a, b = _sd(tmp_path/"nc"/"init.pth"), _sd(tmp_path/"nc"/"model.pth")
     assert all(torch.equal(a[k], b[k]) for k in a if not k.startswith("classifier."))
-    from artstudy.train import cached_features
+    from artstudy.features import cached_features
     model = load_checkpoint(tmp_path/"nc"/"model.pth").eval()
     ds = subset(load_dataset("wikiart7"), n_per_class={"train": 0, "valid": 2, "test": 0}, seed=0)
     dl = eval_loader(ds, split="valid", size=48, bs=7, stats=((.5,)*3, (.5,)*3))
@@ -73,7 +74,8 @@ def test_logistic_head_is_the_converged_classifier_and_needs_no_seed(tmp_path):
     """head_fit='logreg': the saved head gives scikit-learn's own probabilities at the C with the lowest validation loss
     (an independent fit on the run's cached features), the body is untouched, and another seed changes nothing."""
     from sklearn.linear_model import LogisticRegression
-    from artstudy.train import split_features, select_data, run_params
+    from artstudy.features import split_features
+    from artstudy.pipeline import run_config, select_data
     m = train_run(TINY, run_dir=tmp_path/"s1", mode="off_the_shelf", head_fit="logreg", data_seed=0)
     m2 = train_run(TINY, run_dir=tmp_path/"s2", mode="off_the_shelf", head_fit="logreg", data_seed=0, seed=2)
     hist = pd.read_csv(tmp_path/"s1"/"history.csv")
@@ -83,7 +85,7 @@ def test_logistic_head_is_the_converged_classifier_and_needs_no_seed(tmp_path):
     a, b = _sd(tmp_path/"s1"/"init.pth"), _sd(tmp_path/"s1"/"model.pth")
     assert all(torch.equal(a[k], b[k]) for k in a if not k.startswith("classifier."))
     model = load_checkpoint(tmp_path/"s1"/"model.pth").eval()
-    ds = select_data(run_params(TINY, mode="off_the_shelf", data_seed=0))
+    ds, _ = select_data(run_config(TINY, mode="off_the_shelf", data_seed=0))
     (xt, yt), (xv, yv) = [split_features(model, ds, s, 48, ((.5,)*3, (.5,)*3), num_workers=0) for s in ("train", "valid")]
     x = xt.double().numpy(); mu, sd = x.mean(0), x.std(0) + 1e-6
     ref = LogisticRegression(C=C, max_iter=5000, tol=1e-6).fit((x - mu) / sd, yt.numpy())
@@ -159,7 +161,8 @@ def test_double_from_another_architecture_fails_clearly(tmp_path):
         train_run(TINY, run_dir=tmp_path/"dst", mode="double", init_from=str(tmp_path/"src"), backbone="resnet50")
 
 @pytest.mark.parametrize("bad,msg", [(dict(mode="mode_c"), "mode_a"), (dict(mode="double"), "init_from"),
-                                     (dict(epoch=3), "unknown run parameters"), (dict(label="no_such"), "no_such"),
+                                     (dict(epoch=3), "unknown run parameter.*did you mean 'epochs'"),
+                                     (dict(uncertainty=True), "multi-task runs only"), (dict(tasks=[]), "tasks is empty"), (dict(label="no_such"), "no_such"),
                                      (dict(epochs=0), "epochs must be a whole number ≥ 1"),
                                      (dict(n_per_class=-3), "n_per_class must be a whole number ≥ 1"),
                                      (dict(patience=0), "patience must be a whole number ≥ 1"),
@@ -232,17 +235,17 @@ def test_off_the_shelf_features_are_stored_once_and_reused(tmp_path, monkeypatch
 
 def test_data_seed_fixes_the_images_while_seed_varies():
     "`data_seed` draws the subset; without it the training seed does (so two seeds see different images)."
-    from artstudy.train import run_params, select_data
+    from artstudy.pipeline import run_config, select_data
     base = dict(dataset="wikiart7", n_per_class=5, n_valid_per_class=2)
-    files = lambda **kw: list(select_data(run_params(base, **kw)).df.path)
+    files = lambda **kw: list(select_data(run_config(base, **kw))[0].df.path)
     assert files(seed=2, data_seed=1) == files(seed=1) != files(seed=2)
 
 def test_every_run_is_scored_on_the_whole_fixed_test_split():
     "Subsets reduce train and valid only: every mode and seed sees all 1,260 wikiart7 test images, the same ones."
-    from artstudy.train import run_params, select_data
+    from artstudy.pipeline import run_config, select_data
     full = load_dataset("wikiart7")
     test = sorted(full.df.path[full.df.split == "test"])
     for seed in (1, 2):
-        ds = select_data(run_params(dict(dataset="wikiart7", n_per_class=5, n_valid_per_class=2, seed=seed)))
+        ds, _ = select_data(run_config(dict(dataset="wikiart7", n_per_class=5, n_valid_per_class=2, seed=seed)))
         assert sorted(ds.df.path[ds.df.split == "test"]) == test and len(test) == 1260
         assert (ds.df.split == "train").sum() == 35 and (ds.df.split == "valid").sum() == 14
