@@ -221,15 +221,22 @@ def _f5(results, layers):
 def _per_class(runs:pd.DataFrame) -> pd.Series:
     return _column(runs, "n_per_class").map(lambda v: "all" if v is None or v != v else str(int(v)))
 
+def _paired_rows(comparisons, metric:str="top1", keep_empty:bool=True) -> list[dict]:
+    "A `paired_row` for each (runs a, runs b, what, contrast) of `comparisons`, paired by seed on `metric`."
+    rows = []
+    for A, B, what, contrast in comparisons:
+        a, b, _ = paired(A, B, metric)
+        if keep_empty or len(a): rows.append(paired_row(a, b, what, contrast))
+    return rows
+
 @register_finding("F6", "Double fine-tuning (ImageNet → wikiart7 → pacs_art) beats fine-tuning once from ImageNet",
                   "Gonthier et al. 2020", grids=("source", "double_finetune"))
 def _f6(results, layers):
     d = select(results, "double_finetune")
-    rows, n = [], _per_class(d)
-    for k in sorted(set(n), key=lambda x: (x == "all", int(x) if x != "all" else 0)):
-        a, b, _ = paired(select(d[n == k], source_name="wikiart7"), select(d[n == k], source_name="imagenet"))
-        rows.append(paired_row(a, b, f"pacs_art, {k} labelled images per class", "from the wikiart7 source vs from ImageNet"))
-    return rows
+    n = _per_class(d)
+    return _paired_rows((select(d[n == k], source_name="wikiart7"), select(d[n == k], source_name="imagenet"),
+                         f"pacs_art, {k} labelled images per class", "from the wikiart7 source vs from ImageNet")
+                        for k in sorted(set(n), key=lambda x: (x == "all", int(x) if x != "all" else 0)))
 
 @register_finding("F7", "Multi-task (style + genre + artist heads) beats single-task networks on 2 of 3 tasks",
                   "Sabatelli et al. 2018", grids=("multitask",))
@@ -237,12 +244,9 @@ def _f7(results, layers):
     d = select(results, "multitask")
     tasks = _column(d, "tasks").astype(str)
     multi = d[tasks.str.count(",") >= 1]
-    rows = []
-    for t in ("style", "genre", "artist"):
-        single = d[tasks.map(lambda s: re.sub(r"[^a-z_,]", "", s) == t)]
-        a, b, _ = paired(multi, single, f"{t}_acc")
-        if len(a): rows.append(paired_row(a, b, f"wikiart_mt {t}", "multi-task head vs single-task network"))
-    return rows
+    return [r for t in ("style", "genre", "artist") for r in _paired_rows(
+        [(multi, d[tasks.map(lambda s: re.sub(r"[^a-z_,]", "", s) == t)], f"wikiart_mt {t}", "multi-task head vs single-task network")],
+        metric=f"{t}_acc", keep_empty=False)]
 
 # %% ../nbs/09b_findings.ipynb #ea672dd3
 def _epochs_run(runs:pd.DataFrame) -> str:
