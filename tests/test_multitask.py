@@ -102,6 +102,22 @@ def test_uncertainty_weights_are_optimised_and_change():
     assert learn.opt.param_groups[-1]["lr"] == 1e-2
     assert not torch.equal(lv.detach(), before) and torch.all(lv.detach() != 0)
 
+def test_multitask_fast_path_is_the_single_task_one():
+    """mixed_precision='bf16' and channels_last give a multi-task learner the single-task fast path: the body computes in
+    bf16, the master weights stay fp32 and the masked loss is finite."""
+    from artstudy.train import ChannelsLastInput, DeviceAutocast
+    ds, tc = load_tasks("wikiart_mt", ["style", "genre"])
+    ds = subset(ds, n_per_class={"train": 2, "valid": 1}, seed=0)
+    learn = multitask_learner(multitask_dls(ds, tc, size=32, bs=8, num_workers=0, device="cpu"), "efficientnet_lite0",
+                              "mode_a", mixed_precision="bf16", channels_last=True)
+    assert {type(c) for c in learn.cbs} >= {DeviceAutocast, ChannelsLastInput}
+    seen = []
+    h = learn.model.conv_stem.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    with learn.no_bar(), learn.no_logging(): fit_mode(learn, 1)
+    h.remove()
+    assert set(seen) == {torch.bfloat16} and learn.model.conv_stem.weight.dtype == torch.float32
+    assert np.isfinite(learn.recorder.values[-1][0])
+
 def test_bad_task_column_and_one_class_task_errors(tmp_path):
     with pytest.raises(DatasetError, match="task column 'medium' not found.*label columns"):
         load_tasks("wikiart_mt", ["style", "medium"])
