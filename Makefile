@@ -3,13 +3,13 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
-# CPU fast path: glibc allocator settings that remove thousands of page faults per image. The same values are
-# artstudy.config.FAST_CPU_ENV in Python (the batch runner and the benchmarks); nbs/00_config.ipynb checks they agree.
-export MALLOC_MMAP_MAX_ ?= 0
-export MALLOC_TRIM_THRESHOLD_ ?= 68719476736
-# OpenMP threads sleep instead of spinning at barriers: on a shared CPU (other jobs, DataLoader workers) spinning
-# threads steal the cores the working threads need; measured 10-30x faster training under load (bench/cpu_fast_path.py).
-export OMP_WAIT_POLICY ?= PASSIVE
+# CPU fast path: artstudy.config.FAST_CPU_ENV (glibc keeps freed memory: thousands fewer page faults per image; OpenMP
+# threads sleep instead of spinning, 10-30x faster training on a shared CPU, bench/cpu_fast_path.py) must be set
+# before Python starts. Its one definition is in Python; make includes it as exports written into the venv.
+FAST_ENV_MK := $(VENV)/fast_cpu_env.mk
+-include $(FAST_ENV_MK)
+$(FAST_ENV_MK): artstudy/config.py $(VENV)/.installed
+	$(PY) -c "from artstudy.config import fast_env_makefile; print(fast_env_makefile(), end='')" > $@.tmp && mv $@.tmp $@
 export PYTHONUNBUFFERED := 1
 
 .PHONY: install check readme test test-fast test-slow test-browser study study-smoke explore lab bench docs clean-runs

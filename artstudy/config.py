@@ -19,7 +19,7 @@ __all__ = ['DEFAULTS', 'STAGED_METRICS', 'METRICS', 'STUDY_PACKAGES', 'FAST_CPU_
            'get_setting', 'data_roots', 'dataset_path', 'data_root', 'runs_dir', 'cache_dir', 'seed_everything',
            'default_device', 'atomic_path', 'atomic_write_text', 'atomic_write_json', 'atomic_save', 'read_json',
            'RunFolder', 'stage_metrics', 'finish_run', 'error_list', 'check_writable', 'sha256_file', 'git_commit',
-           'package_versions', 'state_dict_hash', 'interactive']
+           'package_versions', 'state_dict_hash', 'fast_env_makefile', 'interactive']
 
 # %% ../nbs/00_config.ipynb #10b0bc11
 DEFAULTS = dict(data_root="", runs_dir="runs", cache_dir=".cache", backbone="efficientnet_lite0", image_size=128,
@@ -347,6 +347,10 @@ def state_dict_hash(model, skip:tuple=()) -> str:
 
 # %% ../nbs/00_config.ipynb #386aa73f
 FAST_CPU_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736", "OMP_WAIT_POLICY": "PASSIVE"}
+
+def fast_env_makefile() -> str:
+    "`FAST_CPU_ENV` as makefile exports (an environment variable already set wins): what the Makefile includes."
+    return "".join(f"export {k} ?= {v}\n" for k, v in FAST_CPU_ENV.items())
 
 # %% ../nbs/00_config.ipynb #2889e52d
 def _papermill_kernel() -> bool:
