@@ -1,5 +1,5 @@
 "artstudy.data: loading, validation (bad inputs), layouts, splits, subsets, the resized cache and the loaders."
-import sys, warnings
+import sys
 from pathlib import Path
 import numpy as np, pandas as pd, pytest, torch
 from PIL import Image
@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fixtures.data_images import COLOURS, csv_dataset, mode_images, text_as_jpg, truncated_jpeg, write_jpeg, zero_byte
 
 import artstudy.data as D
-from artstudy.data import (ArtDataset, DatasetError, eval_loader, image_cache, cache_file, load_dataset, load_image,
+from artstudy.data import (DatasetError, eval_loader, image_cache, cache_file, load_dataset, load_image,
                            make_dls, subset, verify_checksums)
 from artstudy.config import dataset_path, sha256_file
 

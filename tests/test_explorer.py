@@ -3,7 +3,7 @@ import json, os
 from pathlib import Path
 import numpy as np, pytest, torch
 import plotly.graph_objects as go
-from artstudy.explorer import (FilterExplorer, channel_figures, channel_summary, channel_table, checkpoint_path,
+from artstudy.explorer import (FilterExplorer, channel_figures, channel_summary, channel_table,
                                explore, export_channel, find_browser, find_runs, plot_class_histogram, run_comparison,
                                sort_channels)
 from artstudy.models import load_checkpoint

@@ -2,7 +2,7 @@
 bad parameters and malformed YAML, and unwritable output folders. Each case must end in a clear one-paragraph message
 (never a traceback) and lose or duplicate nothing. Tiny generated notebooks stand in for training, so the suite
 stays well under 2 minutes."""
-import json, os, signal, subprocess, sys, time
+import os, subprocess, sys, time
 from pathlib import Path
 import nbformat, pytest, yaml
 from artstudy.runs import run_state

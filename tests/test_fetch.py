@@ -1,5 +1,5 @@
 "`python -m artstudy data fetch|verify` against local git repositories laid out like the public sources (offline)."
-import csv, hashlib, io, json, os, shutil, signal, subprocess, sys, warnings
+import csv, hashlib, io, json, shutil, signal, subprocess, sys
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 import pytest

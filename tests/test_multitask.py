@@ -2,10 +2,9 @@
 import json, os
 from pathlib import Path
 import numpy as np, pandas as pd, pytest, torch
-import torch.nn.functional as F
 from PIL import Image
 from artstudy.data import DatasetError, load_dataset, make_dls, subset, synthetic_dataset
-from artstudy.models import create_backbone, head_module, load_checkpoint, split_groups
+from artstudy.models import create_backbone, head_module, load_checkpoint
 from artstudy.train import build_learner, fit_mode
 from artstudy.multitask import (MaskedMultiTaskLoss, check_tasks, load_tasks, multitask_dls, multitask_learner,
                                 multitask_model, predict, single_vs_multi, task_targets)

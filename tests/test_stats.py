@@ -130,7 +130,7 @@ def test_power_helpers():
 
 def test_equivalence_keeps_its_level_at_the_margin():
     "TOST: with the true effect exactly at the margin δ, 'equivalent' comes out at most alpha = 5% of the time."
-    sd_d, delta = np.sqrt(2.), 1.
+    delta = 1.
     a, b = simulate_paired(1000, 10, effect=delta, sd_seed=3., seed=400)
     eq = (_verdicts(a, b, delta=delta) == "equivalent within ±1").sum()
     assert eq <= ss.binom.ppf(0.999, 1000, 0.05), eq
