@@ -329,7 +329,7 @@ def imagenet_features(ds, split:str|None="train", backbone:str|None=None, size:i
     from artstudy.models import backbone_cfg, create_backbone
     from artstudy.features import split_features
     model = model if model is not None else create_backbone(get_setting("backbone", backbone), pretrained=True)
-    c = backbone_cfg(model)
+    c, size, bs = backbone_cfg(model), get_setting("image_size", size), get_setting("batch_size", bs)
     return split_features(model, ds, split, size, (c["mean"], c["std"]), bs=bs)
 
 def domain_similarity(source, target, split:str|None="train", gamma:float=0.01, backbone:str|None=None,
