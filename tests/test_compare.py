@@ -79,3 +79,16 @@ def test_planted_pickle_is_never_unpickled_and_bad_cache_recomputes(tmp_path):
     pd_equal = lambda a, b: np.testing.assert_allclose(a.cka.to_numpy(), b.cka.to_numpy())
     pd_equal(third["layers"], first["layers"])
     assert compare("init", run, "wikiart7", **kw)["meta"]["seconds"] == third["meta"]["seconds"]   # now a cache hit
+
+# ---------------------------------------------------------------- domain features at the entry's defaults
+def test_imagenet_features_from_an_empty_store_with_default_arguments(tmp_path, monkeypatch):
+    "An entry point fills size and batch size from settings: a fresh feature store computes, a second call reads it back."
+    from artstudy.compare import imagenet_features
+    from artstudy.data import load_dataset, synthetic_dataset
+    from artstudy.models import create_backbone
+    monkeypatch.setenv("ARTSTUDY_CACHE_DIR", str(tmp_path / "cache")); monkeypatch.setenv("ARTSTUDY_IMAGE_SIZE", "32")
+    ds = load_dataset(synthetic_dataset(tmp_path / "sq", n_per_class=4, size=32))
+    net = create_backbone("efficientnet_lite0", pretrained=False).eval()
+    x, y = imagenet_features(ds, "train", model=net)
+    assert x.shape == (len(y), 1280) and len(y) == (ds.df.split == "train").sum()
+    assert torch.equal(imagenet_features(ds, "train", model=net)[0], x)
