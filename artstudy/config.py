@@ -18,8 +18,8 @@ import numpy as np, torch
 __all__ = ['DEFAULTS', 'STAGED_METRICS', 'METRICS', 'STUDY_PACKAGES', 'FAST_CPU_ENV', 'find_settings', 'project_root', 'settings',
            'get_setting', 'data_roots', 'dataset_path', 'data_root', 'runs_dir', 'cache_dir', 'seed_everything',
            'default_device', 'atomic_path', 'atomic_write_text', 'atomic_write_json', 'atomic_save', 'read_json',
-           'RunFolder', 'stage_metrics', 'finish_run', 'error_list', 'check_writable', 'sha256_file', 'git_commit',
-           'package_versions', 'state_dict_hash', 'fast_env_makefile', 'interactive']
+           'RunFolder', 'stage_metrics', 'finish_run', 'error_list', 'is_whole', 'count_problem', 'check_writable',
+           'sha256_file', 'git_commit', 'package_versions', 'state_dict_hash', 'fast_env_makefile', 'interactive']
 
 # %% ../nbs/00_config.ipynb #10b0bc11
 DEFAULTS = dict(data_root="", runs_dir="runs", cache_dir=".cache", backbone="efficientnet_lite0", image_size=128,
@@ -293,6 +293,14 @@ def error_list(lines, limit:int=10, indent:str="  - ") -> str:
     shown = lines if len(lines) <= limit else lines[:limit-1]
     more = [f"… and {len(lines) - len(shown)} more"] if len(shown) < len(lines) else []
     return "\n".join(indent + l for l in shown + more)
+
+# %% ../nbs/00_config.ipynb #0e732978
+def is_whole(v) -> bool: return isinstance(v, int) and not isinstance(v, bool)
+
+def count_problem(v, optional:bool=False, least:int=1, none:str="None") -> str|None:
+    "Why `v` is not a whole number ≥ `least` (or `none`, if `optional`), as the end of an error message; None if it is one."
+    if (optional and v is None) or (is_whole(v) and v >= least): return None
+    return f"must be a whole number ≥ {least}" + (f" (or {none} for all)" if optional else "") + f", got {v!r}"
 
 # %% ../nbs/00_config.ipynb #e1286e92
 def check_writable(folder) -> Path:

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np, torch
 from torch.utils.data import DataLoader, TensorDataset
 from .config import (FAST_CPU_ENV, RunFolder, atomic_write_json, check_writable, dataset_path, default_device,
-                             get_setting, git_commit, interactive, package_versions, runs_dir, seed_everything,
+                             count_problem, get_setting, git_commit, interactive, package_versions, runs_dir, seed_everything,
                              sha256_file, stage_metrics)
-from .data import ArtDataset, eval_loader, load_dataset, make_dls, subset
+from .data import SPLITS, ArtDataset, eval_loader, load_dataset, make_dls, subset
 from .features import split_features
 from .models import backbone_cfg, checkpoint_meta, head_module, load_checkpoint, save_checkpoint
 from .train import (BestWeights, HistoryCSV, ProbeFit, amp_dtype, build_learner, classification_report,
@@ -90,15 +90,14 @@ class RunConfig:
     def quiet(self) -> bool: return self.progress is False or (self.progress is None and not interactive())
 
 # %% ../nbs/04a_pipeline.ipynb #cd274843
-def _whole(v, least:int=1) -> bool: return isinstance(v, int) and not isinstance(v, bool) and v >= least
-
 def check_config(c:RunConfig):
     "Raise a `ValueError` that says what to change if `c` cannot run."
-    for k in ("epochs", "image_size", "batch_size", "n_per_class", "n_valid_per_class", "patience"):
-        v = getattr(c, k)
-        if (v is not None or k in ("epochs", "image_size", "batch_size")) and not _whole(v):
-            raise ValueError(f"{k} must be a whole number ≥ 1{'' if k in ('epochs', 'image_size', 'batch_size') else ' (or None for all)'}, got {v!r}")
-    if not _whole(c.num_workers, 0): raise ValueError(f"num_workers must be a whole number ≥ 0, got {c.num_workers!r}")
+    for k in ("epochs", "image_size", "batch_size", "n_per_class", "n_valid_per_class", "patience", "num_workers"):
+        if pr := count_problem(getattr(c, k), optional=k in ("n_per_class", "n_valid_per_class", "patience"),
+                               least=0 if k == "num_workers" else 1): raise ValueError(f"{k} {pr}")
+    if c.frac is not None and not 0 < c.frac <= 1: raise ValueError(f"frac must be a fraction in (0, 1], got {c.frac!r}")
+    if bad := [s for s in c.eval_splits if s not in SPLITS]:
+        raise ValueError(f"eval_splits {bad} are not splits; choose from {list(SPLITS)}")
     if c.mode == "double" and not c.init_from:
         raise ValueError("mode 'double' needs init_from: the run folder or checkpoint of the first fine-tuning")
     mode_config(c.transfer)   # an unknown mode, with the nearest one

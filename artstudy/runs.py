@@ -418,13 +418,10 @@ def notebook_params(notebook) -> dict:
         except (ValueError, SyntaxError, TypeError): return None
     return {k: lit(v.get("default")) for k, v in pm.inspect_notebook(str(notebook)).items()}
 
-def _is_int(v): return isinstance(v, int) and not isinstance(v, bool)
-
 def _value_problem(k, v, default=None) -> str|None:
-    if k in _POSITIVE and not (_is_int(v) and v >= 1): return f"must be a whole number ≥ 1, got {v!r}"
-    if k in _COUNTS and v is not None and not (_is_int(v) and v >= 1):
-        return f"must be a whole number ≥ 1 (or null for all), got {v!r}"
-    if k == "SEED" and not _is_int(v): return f"must be a whole number, got {v!r}"
+    if k in _POSITIVE: return config.count_problem(v)
+    if k in _COUNTS: return config.count_problem(v, optional=True, none="null")
+    if k == "SEED" and not config.is_whole(v): return f"must be a whole number, got {v!r}"
     if k in ("MODE", "THEN") and isinstance(v, str) and isinstance(default, str):   # a notebook of transfer modes
         from artstudy.train import MODES
         if default not in {*MODES, "double"}: return None

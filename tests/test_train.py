@@ -162,7 +162,8 @@ def test_double_from_another_architecture_fails_clearly(tmp_path):
 
 @pytest.mark.parametrize("bad,msg", [(dict(mode="mode_c"), "mode_a"), (dict(mode="double"), "init_from"),
                                      (dict(epoch=3), "unknown run parameter.*did you mean 'epochs'"),
-                                     (dict(uncertainty=True), "multi-task runs only"), (dict(tasks=[]), "tasks is empty"), (dict(label="no_such"), "no_such"),
+                                     (dict(uncertainty=True), "multi-task runs only"), (dict(tasks=[]), "tasks is empty"),
+                                     (dict(frac=1.5), "frac must be a fraction"), (dict(eval_splits=["tset"]), "are not splits"), (dict(label="no_such"), "no_such"),
                                      (dict(epochs=0), "epochs must be a whole number ≥ 1"),
                                      (dict(n_per_class=-3), "n_per_class must be a whole number ≥ 1"),
                                      (dict(patience=0), "patience must be a whole number ≥ 1"),
