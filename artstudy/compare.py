@@ -23,9 +23,9 @@ from .metrics import (conv_kernels, bn_changes, block_weight_change, linear_cka,
     _weight_arrays, _weight_tables, _pooled_bn, _nanmean)
 
 # %% auto #0
-__all__ = ['run_weight_change', 'recalibrate_bn', 'analysis_pass', 'save_result', 'load_result', 'compare', 'plot_layer_curves',
-           'plot_channel_boxes', 'plot_entropy_overlap', 'plot_topk_grid', 'imagenet_features', 'domain_similarity',
-           'distance_gain']
+__all__ = ['run_weight_change', 'recalibrate_bn', 'random_change', 'random_control_model', 'analysis_pass', 'image_groups',
+           'save_result', 'load_result', 'run_training_images', 'compare', 'plot_layer_curves', 'plot_channel_boxes',
+           'plot_entropy_overlap', 'plot_topk_grid', 'imagenet_features', 'domain_similarity', 'distance_gain']
 
 # %% ../nbs/06a_compare.ipynb #e9e7a257
 def run_weight_change(run, start:str="init.pth", end:str="model.pth") -> pd.DataFrame:
@@ -62,8 +62,28 @@ def recalibrate_bn(model:nn.Module, loader, n_batches:int|None=None, device=None
     if not seen: raise ValueError("the calibration loader gave no images: BN statistics are reset, not re-estimated")
     return model
 
+# %% ../nbs/06a_compare.ipynb #a02619d9
+def random_change(sd0:dict, sd1:dict, seed:int=0) -> dict:
+    "`sd0` with every floating parameter moved by a seeded random direction of the size ‖sd1 − sd0‖ of that tensor."
+    g, out = torch.Generator().manual_seed(seed), {}
+    for name, w0 in sd0.items():
+        if not torch.is_floating_point(w0) or name.rsplit(".", 1)[-1] in ("running_mean", "running_var"):
+            out[name] = w0.clone(); continue
+        if name not in sd1 or sd1[name].shape != w0.shape:
+            raise ValueError(f"random_change: {name!r} is missing from the changed weights or has another shape; "
+                             "compare two checkpoints of the same architecture")
+        size, r = (sd1[name].double() - w0.double()).norm(), torch.randn(w0.shape, generator=g, dtype=torch.float64)
+        out[name] = (w0.double() + r * (size / r.norm() if r.norm() > 0 else 0.)).to(w0.dtype)
+    return out
+
+def random_control_model(model_a:nn.Module, model_b:nn.Module, loader, seed:int=0, progress:bool=False) -> nn.Module:
+    "A copy of `model_a` moved by `random_change` to `model_b`'s per-tensor change sizes, then BN-recalibrated on `loader`."
+    m = copy.deepcopy(model_a)
+    m.load_state_dict(random_change(model_a.state_dict(), model_b.state_dict(), seed))
+    return recalibrate_bn(m, loader, progress=progress)
+
 # %% ../nbs/06a_compare.ipynb #1554e70f
-_CACHE_VERSION = 2
+_CACHE_VERSION = 3
 
 def _resolve_ckpt(run, other=None):
     "A checkpoint path (or the module itself) for `run`."
@@ -89,11 +109,13 @@ def _subset(ds, split, n_images, seed=0):
     return ds
 
 # %% ../nbs/06a_compare.ipynb #2bc13f9b
-def analysis_pass(model_a, model_b, loader, layers, k:int=100, progress:bool=True, control=None, spatial:int=0) -> dict:
-    "One pass feeding each batch to A, B (and a `control`): pooled features, `TopK` sets and spatial samples per layer."
-    models = {"a": model_a, "b": model_b, **({"ctrl": control} if control is not None else {})}
+def analysis_pass(model_a, model_b, loader, layers, k:int=100, progress:bool=True, control=None, spatial:int=0,
+                  controls:dict|None=None, extra:int=0) -> dict:
+    "One pass feeding each batch to A, B (and `controls`, e.g. `{'ctrl': …, 'rand': …}`): pooled features, `TopK` sets, spatial samples."
+    ctl = {**({"ctrl": control} if control is not None else {}), **(controls or {})}
+    models = {"a": model_a, "b": model_b, **ctl}
     feats = {m: {l: [] for l in layers} for m in models}; sp = {m: {l: [] for l in layers} for m in models}
-    tk = {l: {m: TopK(k) for m in models} for l in layers}
+    tk = {l: {m: TopK(k + extra) for m in models} for l in layers}
     ys = []
     for acts, y in stream_activations(models, loader, layers, progress=progress, spatial=spatial):
         for m in models:
@@ -102,11 +124,11 @@ def analysis_pass(model_a, model_b, loader, layers, k:int=100, progress:bool=Tru
                 if spatial: sp[m][l].append(acts[m][l][2].flatten(0, 1).cpu())
         ys.append(torch.as_tensor(y).cpu())
     cat = lambda d: {m: {l: torch.cat(v) if v else torch.empty(0) for l, v in dl.items()} for m, dl in d.items()}
-    return dict(feats=cat(feats), spatial=cat(sp) if spatial else None, topk=tk,
+    return dict(feats=cat(feats), spatial=cat(sp) if spatial else None, topk=tk, k=k,
                 labels=torch.cat(ys) if ys else torch.empty(0))
 
 # %% ../nbs/06a_compare.ipynb #967301f2
-_PAIRS = {"": ("a", "b"), "_ctrl_b": ("ctrl", "b"), "_a_ctrl": ("a", "ctrl")}   # column suffix → (reference, compared)
+_PAIRS = {"": ("a", "b"), "_ctrl_b": ("ctrl", "b"), "_a_ctrl": ("a", "ctrl"), "_a_rand": ("a", "rand")}   # suffix → (reference, compared)
 
 def _cka_columns(res, layer, n_perm:int, seed:int) -> dict:
     "Debiased CKA with its permutation mean and 95th percentile (and biased, spatial) for each model pair present."
@@ -160,36 +182,73 @@ def _weight_columns(model_b, arrs:dict, bn:pd.DataFrame, sd0, layer:str, C:int) 
                 mean_relative_change=_nanmean(dk_all), median_relative_change=float(np.nanmedian(dk_all)) if np.isfinite(dk_all).any() else np.nan,
                 **_pooled_bn(bn, under), producer=prod), (arrs[prod][0] if prod in arrs else np.full(C, np.nan))
 
+# %% ../nbs/06a_compare.ipynb #a5025824
+def image_groups(n:int, groups:int) -> np.ndarray:
+    "The jackknife group of each of `n` images: image i is in group i mod `groups` (the same groups for every seed)."
+    return np.arange(n) % groups
+
+def _leave_out(idx, out:torch.Tensor, k:int) -> torch.Tensor:
+    "Each row's first `k` image indices (best first) that `out` (one boolean per image) does not mark; −1 pads."
+    idx = torch.as_tensor(idx).long()
+    ok = (idx >= 0) & ~out[idx.clamp_min(0)]
+    order = torch.argsort((~ok).to(torch.int8), dim=1, stable=True)[:, :k]
+    return torch.where(torch.gather(ok, 1, order), torch.gather(idx, 1, order), torch.full_like(order, -1))
+
+_OVERLAPS = {"_mean": ("a", "b"), "_a_ctrl": ("a", "ctrl"), "_a_rand": ("a", "rand")}
+
+def _layer_stats(F:dict, idx:dict, labels, n_classes:int, single:bool) -> dict:
+    "The statistics the findings test, for one layer: CKA and top-k overlap of each pair present, class entropy per model."
+    out = {f"cka{s}": linear_cka(F[x], F[y]) for s, (x, y) in _PAIRS.items() if x in F and y in F}
+    out.update({f"overlap{s}": _nanmean(topk_overlap(idx[x], idx[y]).numpy()) for s, (x, y) in _OVERLAPS.items() if x in idx and y in idx})
+    if single: out.update({f"entropy_{m}": _nanmean(class_entropy(v, labels, n_classes).numpy()) for m, v in idx.items()})
+    return out
+
+def _jackknife(res:dict, layers, idx_full:dict, k:int, n_classes:int, groups:int) -> pd.DataFrame:
+    "Every `_layer_stats` column of every layer recomputed with each image group left out: one row per (layer, group)."
+    labels = res["labels"]; single = labels.ndim == 1
+    gid, rows = torch.as_tensor(image_groups(len(labels), groups)), []
+    if groups and (need := int((gid == 0).sum())) > min(t.shape[1] for d in idx_full.values() for t in d.values()) - k:
+        raise ValueError(f"the jackknife needs {need} extra top-k candidates per channel (the group size); pass extra ≥ {need}")
+    for depth, l in enumerate(layers):
+        for g in range(groups):
+            out = gid == g
+            F = {m: v[l][~out] for m, v in res["feats"].items()}
+            idx = {m: _leave_out(v, out, k) for m, v in idx_full[l].items()}
+            rows.append(dict(layer=l, depth=depth, group=g, n_images=int((~out).sum()), **_layer_stats(F, idx, labels, n_classes, single)))
+    return pd.DataFrame(rows)
+
 # %% ../nbs/06a_compare.ipynb #eb33bad2
-def _tables(model_a, model_b, res, layers, k, n_classes, n_perm:int=200, seed:int=0) -> dict:
-    "Assemble the result tables from an `analysis_pass`: weights, per-layer records with their nulls, per-channel values."
+def _tables(model_a, model_b, res, layers, k, n_classes, n_perm:int=200, seed:int=0, groups:int=0) -> dict:
+    "Assemble the result tables from an `analysis_pass`: weights, per-layer records with their nulls, per-channel values, jackknife."
     sd0, sd1 = model_a.state_dict(), model_b.state_dict()
     names = conv_kernels(sd0); arrs = _weight_arrays(sd0, sd1, names); bn = bn_changes(sd0, sd1)
     wtidy, wsumm = _weight_tables(arrs, {n: i for i, n in enumerate(names)})
     labels = res["labels"]; single = labels.ndim == 1 and len(labels) > 0
-    rows, chans, topk = [], [], {}
+    rows, chans, topk, full = [], [], {}, {}
     for depth, l in enumerate(layers):
-        idx = {m: t.result()[0] for m, t in res["topk"][l].items()}
+        full[l] = {m: t.result()[0] for m, t in res["topk"][l].items()}
+        idx = {m: v[:, :k] for m, v in full[l].items()}
         C = idx["a"].shape[0]
         topk[l] = {m: v.numpy().astype(np.int32) for m, v in idx.items()}
         tcols, per = _topk_columns(idx["a"], idx["b"], labels, n_classes, n_perm, seed, single)
         wcols, dk = _weight_columns(model_b, arrs, bn, sd0, l, C)
         da, db = dead_kernels(res["topk"][l]["a"]).numpy(), dead_kernels(res["topk"][l]["b"]).numpy()
+        stats = _layer_stats({m: v[l] for m, v in res["feats"].items()}, idx, labels, n_classes, single)
         row = dict(layer=l, depth=depth, n_images=len(labels), k=k, n_channels=C, **_cka_columns(res, l, n_perm, seed),
                    **tcols, **wcols, dead_a=int(da.sum()), dead_b=int(db.sum()))
+        row.update({c: v for c, v in stats.items() if c not in row})
         if "ctrl" in idx:
             per["overlap_ctrl_b"] = topk_overlap(idx["ctrl"], idx["b"]).numpy()
-            row.update(overlap_ctrl_b=_nanmean(per["overlap_ctrl_b"]), overlap_a_ctrl=_nanmean(topk_overlap(idx["a"], idx["ctrl"]).numpy()),
-                       entropy_ctrl=_nanmean(class_entropy(idx["ctrl"], labels, n_classes).numpy()) if single else np.nan)
+            row.update(overlap_ctrl_b=_nanmean(per["overlap_ctrl_b"]))
         row.update(mean_overlap=row["overlap_mean"], mean_entropy_a=row["entropy_a"], mean_entropy_b=row["entropy_b"])
         rows.append(row)
         per.update(dead_a=da.astype(float), dead_b=db.astype(float), relative_change=dk)
         chans += [pd.DataFrame(dict(layer=l, depth=depth, channel=np.arange(C), metric=m, value=v)) for m, v in per.items()]
-    return dict(weights=wtidy, weight_layers=wsumm, layers=pd.DataFrame(rows),
-                channels=pd.concat(chans, ignore_index=True), topk=topk, labels=labels.numpy())
+    return dict(weights=wtidy, weight_layers=wsumm, layers=pd.DataFrame(rows), channels=pd.concat(chans, ignore_index=True),
+                topk=topk, labels=labels.numpy(), jackknife=_jackknife(res, layers, full, k, n_classes, groups))
 
 # %% ../nbs/06a_compare.ipynb #22c6e2eb
-_FRAMES = ("weights", "weight_layers", "layers", "channels")
+_FRAMES = ("weights", "weight_layers", "layers", "channels", "jackknife")
 
 def save_result(path, out:dict) -> Path:
     "Write a `compare` result atomically as one `.npz` of plain arrays (no pickle) with a JSON manifest inside."
@@ -230,17 +289,31 @@ def load_result(path, key:str|None=None) -> dict|None:
         return None
 
 # %% ../nbs/06a_compare.ipynb #d41c8352
-def _control(model_a, ds, n_calib:int|None, size, bs, stats, seed:int=0, progress:bool=False) -> nn.Module:
-    "A copy of `model_a` with BN statistics re-estimated on `n_calib` training images of `ds` (no weight update)."
-    from artstudy.data import eval_loader
-    calib = _subset(ds, "train", n_calib, seed)
-    if not len(calib.df): raise ValueError(f"dataset {getattr(ds, 'name', '')!r} has no train images for the BN control; pass control=False")
-    return recalibrate_bn(copy.deepcopy(model_a), eval_loader(calib, split=None, size=size, bs=bs, stats=stats), progress=progress)
+def _calibration(ds, calib, n_calib:int|None, seed:int=0):
+    "The control's calibration images: all of `calib` (e.g. a run's own training images), else `n_calib` train images of `ds`."
+    cal = calib if calib is not None else _subset(ds, "train", n_calib, seed)
+    if not len(cal.df): raise ValueError(f"dataset {getattr(ds, 'name', '')!r} has no train images to calibrate the controls on; pass control=False")
+    return cal
+
+def run_training_images(run):
+    "The training images of a run folder (or of a checkpoint in one): its subset rebuilt from `params.json` and checked."
+    from dataclasses import fields
+    from artstudy.pipeline import RunConfig, run_config, select_data, data_checksums
+    folder = Path(run) if Path(run).is_dir() else Path(run).parent
+    p = RunFolder(folder).read_params()
+    if not p.get("dataset"): raise FileNotFoundError(f"{folder/'params.json'} is missing or names no dataset: not a training run folder")
+    ds, _ = select_data(run_config({f.name: p[f.name] for f in fields(RunConfig) if f.name in p}))
+    want = (p.get("data") or {}).get("checksums", {}).get("selection")
+    if want and data_checksums(ds)["selection"] != want:
+        raise ValueError(f"the images rebuilt from {folder/'params.json'} are not the ones the run trained on (the dataset "
+                         "changed since): restore the data it recorded, or rerun the run")
+    return ds.split("train")
 
 def compare(run_a, run_b, dataset, layers=None, k:int=100, split:str|None="valid", n_images:int|None=None,
             cache:bool=True, size:int|None=None, bs:int|None=None, progress:bool=True, cache_folder=None,
-            control:bool=False, n_calib:int|None=700, n_perm:int=200, spatial:int=0, seed:int=0) -> dict:
-    "All metrics between two checkpoints on `dataset` in one pass, with nulls (and a BN control); cached safely in `run_b`."
+            control:bool=False, n_calib:int|None=700, n_perm:int=200, spatial:int=0, seed:int=0,
+            random_control:bool=False, calib=None, groups:int=0) -> dict:
+    "All metrics between two checkpoints on `dataset` in one pass, with nulls, controls and jackknife; cached safely in `run_b`."
     ck_a, ck_b = _resolve_ckpt(run_a, run_b), _resolve_ckpt(run_b)
     from artstudy.data import load_dataset, eval_loader
     from artstudy.models import analysis_layers, backbone_cfg
@@ -250,20 +323,24 @@ def compare(run_a, run_b, dataset, layers=None, k:int=100, split:str|None="valid
     size, bs = int(get_setting("image_size", size)), int(get_setting("batch_size", bs))
     model_a, h_a = _load(ck_a); model_b, h_b = _load(ck_b)
     layers = list(layers) if layers is not None else analysis_layers(model_b)
+    cal = _calibration(full, calib, n_calib, seed) if control or random_control else None
     desc = dict(version=_CACHE_VERSION, a=h_a, b=h_b, dataset=getattr(ds, "name", ""), split=split, n_images=len(files),
                 files=hashlib.sha256("\n".join(files).encode()).hexdigest(), label=getattr(ds, "label", None), k=k,
-                layers=layers, size=size, control=control, n_calib=n_calib if control else None, n_perm=n_perm,
-                spatial=spatial, seed=seed)
+                layers=layers, size=size, control=control, random_control=random_control, n_perm=n_perm, spatial=spatial,
+                seed=seed, groups=groups, calib=None if cal is None else hashlib.sha256("\n".join(map(str, cal.files())).encode()).hexdigest())
     key = hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:16]
     folder = (Path(cache_folder) if cache_folder else
               cache_dir() / "analysis" if isinstance(ck_b, nn.Module) else Path(ck_b).parent / "analysis")
     if cache and (hit := load_result(folder / f"{key}.npz", key)) is not None: return hit
     cfg = backbone_cfg(model_b); stats = (cfg["mean"], cfg["std"])
     t0 = time.time()
-    ctrl = _control(model_a, full, n_calib, size, bs, stats, seed, progress) if control else None
+    cal_dl = (lambda: eval_loader(cal, split=None, size=size, bs=bs, stats=stats)) if cal is not None else None
+    ctls = {**({"ctrl": recalibrate_bn(copy.deepcopy(model_a), cal_dl(), progress=progress)} if control else {}),
+            **({"rand": random_control_model(model_a, model_b, cal_dl(), seed, progress)} if random_control else {})}
     loader = eval_loader(ds, split=None, size=size, bs=bs, stats=stats)
-    res = analysis_pass(model_a, model_b, loader, layers, k=k, progress=progress, control=ctrl, spatial=spatial)
-    out = _tables(model_a, model_b, res, layers, k, len(ds.classes), n_perm, seed)
+    extra = -(-len(files) // groups) if groups else 0
+    res = analysis_pass(model_a, model_b, loader, layers, k=k, progress=progress, controls=ctls, spatial=spatial, extra=extra)
+    out = _tables(model_a, model_b, res, layers, k, len(ds.classes), n_perm, seed, groups)
     out.update(files=files, classes=list(ds.classes), key=key,
                meta=dict(desc, run_a=str(ck_a) if not isinstance(ck_a, nn.Module) else "<module>",
                          run_b=str(ck_b) if not isinstance(ck_b, nn.Module) else "<module>", seconds=time.time() - t0))

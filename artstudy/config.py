@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np, torch
 
 # %% auto #0
-__all__ = ['DEFAULTS', 'STAGED_METRICS', 'METRICS', 'STUDY_PACKAGES', 'FAST_CPU_ENV', 'find_settings', 'project_root', 'settings',
-           'get_setting', 'data_roots', 'dataset_path', 'data_root', 'runs_dir', 'cache_dir', 'seed_everything',
-           'default_device', 'atomic_path', 'atomic_write_text', 'atomic_write_json', 'atomic_save', 'read_json',
-           'RunFolder', 'stage_metrics', 'finish_run', 'error_list', 'is_whole', 'count_problem', 'check_writable',
-           'sha256_file', 'git_commit', 'package_versions', 'state_dict_hash', 'fast_env_makefile', 'interactive']
+__all__ = ['DEFAULTS', 'STAGED_METRICS', 'METRICS', 'PREDICTIONS', 'STUDY_PACKAGES', 'FAST_CPU_ENV', 'find_settings',
+           'project_root', 'settings', 'get_setting', 'data_roots', 'dataset_path', 'data_root', 'runs_dir',
+           'cache_dir', 'seed_everything', 'default_device', 'atomic_path', 'atomic_write_text', 'atomic_write_json',
+           'atomic_save', 'read_json', 'RunFolder', 'stage_metrics', 'finish_run', 'files_digest', 'run_predictions',
+           'error_list', 'is_whole', 'count_problem', 'check_writable', 'sha256_file', 'git_commit', 'package_versions',
+           'state_dict_hash', 'fast_env_makefile', 'interactive']
 
 # %% ../nbs/00_config.ipynb #10b0bc11
 DEFAULTS = dict(data_root="", runs_dir="runs", cache_dir=".cache", backbone="efficientnet_lite0", image_size=128,
@@ -285,6 +286,41 @@ def finish_run(run_dir, quiet:bool|None=None) -> dict:
     if quiet is None: quiet = bool(os.environ.get("PAPERMILL_EXECUTION") or os.environ.get("ARTSTUDY_RUNNER"))
     if not quiet: print(f"finished {d}: {_headline(m) if isinstance(m, dict) else m}")
     return m
+
+# %% ../nbs/00_config.ipynb #ce4f7e46
+PREDICTIONS = "predictions"   # the key of the per-image predictions in a run's metrics
+
+def files_digest(paths) -> str:
+    "SHA-256 of the ordered image paths, one per line: equal digests mean the same images in the same order."
+    return hashlib.sha256("\n".join(str(p) for p in paths).encode()).hexdigest()
+
+def _prediction_split(path, m, split:str) -> dict:
+    preds = m.get(PREDICTIONS) if isinstance(m, dict) else None
+    if preds is None:
+        raise ValueError(f"{path} has no per-image predictions: the run was made by an older artstudy. Rerun it "
+                         "(remove its metrics.json, then run its study again) to record them")
+    if split not in preds:
+        raise ValueError(f"{path} has predictions for the splits {sorted(preds)}, not {split!r}: "
+                         f"rerun it with {split!r} in eval_splits")
+    return preds[split]
+
+def run_predictions(run_dir, split:str="test", task:str|None=None) -> dict:
+    "Per-image `pred`, `target`, `correct` of `split` of a finished run (labelled images of `task` for a multi-task run)."
+    path = RunFolder(run_dir).metrics if Path(run_dir).is_dir() else Path(run_dir)
+    if not path.is_file(): raise FileNotFoundError(f"{path} not found: the run is not finished (or not a run folder)")
+    p = _prediction_split(path, read_json(path), split)
+    if "tasks" in p:
+        if task is None and len(p["tasks"]) == 1: task = next(iter(p["tasks"]))
+        if task not in p["tasks"]: raise ValueError(f"{path} is a multi-task run: pass task= one of {list(p['tasks'])}")
+        rec = p["tasks"][task]
+    elif task is not None: raise ValueError(f"{path} is a run with one head: drop task={task!r}")
+    elif "pred" not in p:
+        raise ValueError(f"{path} is a multi-label run: it keeps no per-image classes (its score is mAP, not a mean over images)")
+    else: rec = p
+    pred, target = np.asarray(rec["pred"], dtype=np.int64), np.asarray(rec["target"], dtype=np.int64)
+    index = np.flatnonzero(target >= 0)   # positions in the split's order of the images with a label
+    return dict(pred=pred[index], target=target[index], correct=pred[index] == target[index], index=index,
+                n=int(p["n"]), files_digest=p["files"])
 
 # %% ../nbs/00_config.ipynb #c39b6d41
 def error_list(lines, limit:int=10, indent:str="  - ") -> str:

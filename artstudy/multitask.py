@@ -21,7 +21,7 @@ import plotly.graph_objects as go
 from PIL import Image
 from fastai.vision.all import *
 from sklearn.metrics import f1_score
-from .config import dataset_path, default_device, read_json, RunFolder
+from .config import PREDICTIONS, dataset_path, default_device, read_json, RunFolder
 from .data import (ArtDataset, BatchTfm, DatasetError, EvalCollate, ImageItems, image_cache, item_dls, label_columns,
                            load_dataset, load_image, read_table, square_pixels)
 from .models import MultiHeadLinear, backbone_cfg, head_module, set_head, split_groups
@@ -302,7 +302,7 @@ def multitask_results(folder, current=None) -> pd.DataFrame:
     runs = [RunFolder(d) for d in sorted(Path(folder).iterdir()) if d.is_dir() and (current is None or d != Path(current))]
     rows = [read_json(r.metrics) for r in runs if r.metrics.is_file()]
     if current is not None and RunFolder(current).staged.is_file(): rows.append(read_json(RunFolder(current).staged))
-    return pd.DataFrame([{k: v for k, v in r.items() if k != "reports"} for r in rows if "tasks" in r])
+    return pd.DataFrame([{k: v for k, v in r.items() if k not in ("reports", PREDICTIONS)} for r in rows if "tasks" in r])
 
 def single_vs_multi(results:pd.DataFrame, metric:str="acc", tasks_col:str|None=None) -> pd.DataFrame:
     "Mean, std and count over seeds of `<task>_<metric>` for each task, single- vs multi-task runs."

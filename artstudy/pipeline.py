@@ -14,21 +14,21 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 import numpy as np, torch
 from torch.utils.data import DataLoader, TensorDataset
-from .config import (FAST_CPU_ENV, RunFolder, atomic_write_json, check_writable, dataset_path, default_device,
-                             count_problem, get_setting, git_commit, interactive, package_versions, runs_dir, seed_everything,
-                             sha256_file, stage_metrics)
+from .config import (FAST_CPU_ENV, PREDICTIONS, RunFolder, atomic_write_json, check_writable, dataset_path,
+                             default_device, count_problem, files_digest, get_setting, git_commit, interactive,
+                             package_versions, runs_dir, seed_everything, sha256_file, stage_metrics)
 from .data import SPLITS, ArtDataset, eval_loader, load_dataset, make_dls, subset
 from .features import split_features
 from .models import backbone_cfg, checkpoint_meta, head_module, load_checkpoint, save_checkpoint
 from .train import (BestWeights, HistoryCSV, ProbeFit, amp_dtype, build_learner, classification_report,
-                            fit_cached_head, fit_logistic_head, fit_mode, mean_ap, mode_config, quietly, stopper)
+                            fit_cached_head, fit_logistic_head, fit_mode, mean_ap, mode_config, quietly, rank_classes, stopper)
 from .multitask import (check_tasks, load_tasks, multitask_dls, multitask_eval_loader, multitask_learner,
                                 predict_tasks, task_reports, task_summary)
 
 # %% auto #0
 __all__ = ['SETTINGS_KEYS', 'RunConfig', 'check_config', 'run_config', 'select_data', 'data_checksums', 'hardware_info',
-           'fast_path_info', 'start_run', 'record_run', 'OneHead', 'TaskHeads', 'predict_probs', 'fit_run',
-           'best_weights', 'run_summary', 'train_run', 'evaluate']
+           'fast_path_info', 'start_run', 'record_run', 'OneHead', 'TaskHeads', 'predict_probs', 'split_paths',
+           'image_predictions', 'fit_run', 'best_weights', 'convergence', 'run_summary', 'train_run', 'evaluate']
 
 # %% ../nbs/04a_pipeline.ipynb #9867f6d6
 SETTINGS_KEYS = ("backbone", "image_size", "batch_size", "seed", "num_workers", "channels_last")
@@ -183,8 +183,10 @@ class OneHead:
     def labels(self) -> dict: return {"classes": list(self.ds.classes)}
     def meta(self) -> dict: return dict(classes=list(self.ds.classes), label=self.ds.label, multi_label=bool(self.ds.multi_label))
     def learner(self, dls, **kw): return build_learner(dls, self.c.backbone, self.c.transfer, mixed_precision=self.c.mixed_precision, **kw)
-    def reports(self, model, stats, dev, feats=None) -> dict:
-        return {s: r for s in self.c.eval_splits if (r := _split_report(model, self.ds, s, self.c, stats, dev, feats)) is not None}
+    def score_splits(self, model, stats, dev, feats=None) -> tuple[dict, dict]:
+        "The report and the per-image predictions of each split of `eval_splits` that has images."
+        got = {s: r for s in self.c.eval_splits if (r := _split_report(model, self.ds, s, self.c, stats, dev, feats)) is not None}
+        return {s: r for s, (r, _) in got.items()}, {s: p for s, (_, p) in got.items()}
     def scores(self, reports:dict, learn) -> dict:
         "Headline metrics: top-k and mAP on the test split (else valid), and valid top-1/mAP."
         head = reports.get("test") or reports.get("valid") or {}
@@ -205,13 +207,14 @@ class TaskHeads(OneHead):
     def learner(self, dls, **kw):
         return multitask_learner(dls, self.c.backbone, self.c.transfer, weights=self.c.task_weights, uncertainty=self.c.uncertainty,
                                  mixed_precision=self.c.mixed_precision, **kw)
-    def reports(self, model, stats, dev, feats=None) -> dict:
-        c, out = self.c, {}
+    def score_splits(self, model, stats, dev, feats=None) -> tuple[dict, dict]:
+        c, reports, preds = self.c, {}, {}
         for s in c.eval_splits:
             if not (self.ds.df["split"] == s).any(): continue
             dl = multitask_eval_loader(self.ds, self.tc, split=s, size=c.image_size, bs=c.batch_size * 2, stats=stats, num_workers=c.num_workers)
-            out[s] = task_reports(*predict_tasks(model, dl, dev, c.channels_last), self.tc)
-        return out
+            probs, ys = predict_tasks(model, dl, dev, c.channels_last)
+            reports[s], preds[s] = task_reports(probs, ys, self.tc), image_predictions(split_paths(self.ds, s), probs, ys, list(self.tc))
+        return reports, preds
     def scores(self, reports:dict, learn) -> dict:
         main, lv, tasks = ("test" if "test" in reports else "valid"), learn.loss_func.log_vars, self.c.tasks
         return {"tasks": tasks, "setting": "multi" if len(tasks) > 1 else "single", **task_summary(reports.get(main, {})),
@@ -233,7 +236,22 @@ def predict_probs(model, loader, device=None, multi_label:bool=False, channels_l
         probs.append((out.sigmoid() if multi_label else out.softmax(-1)).cpu()); ys.append(torch.as_tensor(y))
     return torch.cat(probs).numpy(), torch.cat(ys).numpy()
 
-def _split_report(model, ds, split, c:RunConfig, stats, dev, feats=None):
+def split_paths(ds:ArtDataset, split:str|None=None) -> list[str]:
+    "Image paths of `split` (all if None), relative to the dataset folder, in the order every loader of it follows."
+    return ds.df["path"].tolist() if split is None else ds.df.loc[ds.df["split"] == split, "path"].tolist()
+
+def image_predictions(paths, probs, targets, tasks:list|None=None) -> dict:
+    "A split's per-image record: `n`, `files` (digest of `paths`), top-1 `pred` and `target` (per task if `tasks`)."
+    targets = np.asarray(targets)
+    if len(paths) != len(targets): raise RuntimeError(f"{len(paths)} paths for {len(targets)} predictions: the order is lost")
+    rec = {"n": len(paths), "files": files_digest(paths)}
+    if tasks is not None:   # a target of -1: the image lacks that task's label
+        return {**rec, "tasks": {t: {"pred": rank_classes(p)[:, 0].tolist(), "target": targets[:, i].tolist()}
+                                 for i, (t, p) in enumerate(zip(tasks, probs))}}
+    if targets.ndim > 1: return rec   # multi-label: no single class per image
+    return {**rec, "pred": rank_classes(probs)[:, 0].tolist(), "target": targets.tolist()}
+
+def _split_report(model, ds, split, c:RunConfig, stats, dev, feats=None) -> tuple[dict, dict]|None:
     if not (ds.df["split"] == split).any(): return None
     multi = ds.multi_label
     if feats is not None:   # off-the-shelf: the head on cached features is the model, without another body pass
@@ -241,8 +259,9 @@ def _split_report(model, ds, split, c:RunConfig, stats, dev, feats=None):
     else:
         dl = eval_loader(ds, split=split, size=c.image_size, bs=c.batch_size * 2, stats=stats, num_workers=c.num_workers)
         probs, ys = predict_probs(model, dl, dev, multi, channels_last=c.channels_last)
-    if multi: return {"mAP": mean_ap(probs, ys), "n_images": len(ys)}
-    return classification_report(probs, ys, ds.classes)
+    preds = image_predictions(split_paths(ds, split), probs, ys)
+    if multi: return {"mAP": mean_ap(probs, ys), "n_images": len(ys)}, preds
+    return classification_report(probs, ys, ds.classes), preds
 
 # %% ../nbs/04a_pipeline.ipynb #bcb79f8d
 def _feature_getter(model, ds, c:RunConfig, stats, dev):
@@ -268,11 +287,19 @@ def best_weights(learn) -> BestWeights:
     "The `BestWeights` callback of `learn` (its best epoch and validation loss)."
     return learn.cbs.filter(lambda cb: isinstance(cb, BestWeights))[0]
 
+def convergence(best_epoch:int|None, epochs_run:int, epochs:int) -> dict:
+    "`early_stopped`, `at_epoch_cap` (best epoch = last epoch, no early stop) and `converged` of an epoch-trained run."
+    early = 0 < epochs_run < epochs
+    cap = best_epoch is not None and not early and best_epoch == epochs_run - 1
+    return {"early_stopped": early, "at_epoch_cap": cap, "converged": best_epoch is not None and not cap}
+
 def run_summary(c:RunConfig, best, train_s:float, n_train:int, epochs_run:int) -> dict:
-    "The fields every run's metrics share: identity, best epoch, epochs run, training time and throughput."
+    "The fields every run's metrics share: identity, best epoch, epochs run, convergence, training time and throughput."
     ep = epochs_run
+    conv = (dict(early_stopped=False, at_epoch_cap=False, converged=best.converged) if isinstance(best, ProbeFit)
+            else convergence(best.best_epoch, ep, c.epochs))
     return {"run_id": c.run_id, "study": c.study, "mode": c.mode, "dataset": c.dataset, "seed": c.seed,
-            "best_epoch": best.best_epoch, "best_valid_loss": best.best, "epochs_run": ep, "early_stopped": bool(ep and ep < c.epochs),
+            "best_epoch": best.best_epoch, "best_valid_loss": best.best, "epochs_run": ep, **conv,
             "train_seconds": round(train_s, 1), "n_train": n_train, "train_img_per_s": round(n_train * ep / train_s, 1) if ep and train_s > 0 else None}
 
 # %% ../nbs/04a_pipeline.ipynb #2ddd63a7
@@ -300,9 +327,10 @@ def train_run(params:dict|RunConfig|None=None, run_dir=None, **kwargs) -> dict:
     train_s = time.perf_counter() - t0
     model.to(memory_format=torch.contiguous_format)
     save_checkpoint(model, rf.model, **meta)
-    reports = heads.reports(model, stats, dev, feats)
+    reports, preds = heads.score_splits(model, stats, dev, feats)
     epochs_run = 0 if isinstance(best, ProbeFit) else len(hist.rows)   # a probe runs no epochs
-    metrics = {**run_summary(c, best, train_s, counts.get("train", 0), epochs_run), **heads.scores(reports, learn), "reports": reports}
+    metrics = {**run_summary(c, best, train_s, counts.get("train", 0), epochs_run), **heads.scores(reports, learn),
+               "reports": reports, PREDICTIONS: preds}
     stage_metrics(rf.path, metrics)   # the notebook's last cell promotes it (config.finish_run)
     return metrics
 
@@ -325,8 +353,10 @@ def _score_tasks(checkpoint, meta, dataset, split, bs, num_workers, device, on_e
     ds = _eval_split(ds, split, dataset)
     model, dev, stats, size = _eval_model(checkpoint, meta, device)
     dl = multitask_eval_loader(ds, tc, split=None, size=size, bs=bs, stats=stats, num_workers=num_workers)
-    reports = task_reports(*predict_tasks(model, dl, dev), tc)
-    return {**task_summary(reports), "reports": reports}
+    probs, ys = predict_tasks(model, dl, dev)
+    reports = task_reports(probs, ys, tc)
+    preds = image_predictions(split_paths(ds), probs, ys, list(tc))
+    return {**task_summary(reports), "reports": reports, PREDICTIONS: {split or "all": preds}}
 
 # %% ../nbs/04a_pipeline.ipynb #0b78de1b
 def _score_classes(checkpoint, meta, dataset, label, split, bs, num_workers, device, on_error) -> dict:
@@ -344,11 +374,12 @@ def _score_classes(checkpoint, meta, dataset, label, split, bs, num_workers, dev
     remap = np.array([classes.index(c) for c in ds.classes])      # dataset class index -> checkpoint class index
     rep = classification_report(probs, remap[ys], classes)
     rep["per_class_accuracy"] = {c: a for c, a in rep["per_class_accuracy"].items() if c in ds.classes}
-    return {"label": ds.label, **rep}
+    preds = image_predictions(split_paths(ds), probs, remap[ys])   # classes as the checkpoint numbers them
+    return {"label": ds.label, **rep, PREDICTIONS: {split or "all": preds}}
 
 def evaluate(checkpoint, dataset, label:str|None=None, out=None, split:str|None=None, bs:int|None=None,
              device=None, num_workers:int|None=None, on_error:str="raise") -> dict:
-    "Score `checkpoint` (one head, or one per task) on `dataset`: top-k, mAP, per-class accuracy; writes `out/metrics.json`."
+    "Score `checkpoint` (one head, or one per task) on `dataset`: top-k, mAP, per-class accuracy, per-image predictions; writes `out/metrics.json`."
     if out is not None: check_writable(out)   # before the work, not after it
     checkpoint = RunFolder.checkpoint(checkpoint)
     meta, kw = checkpoint_meta(checkpoint), dict(bs=bs or get_setting("batch_size"), device=device, on_error=on_error,

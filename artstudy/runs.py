@@ -641,6 +641,7 @@ def collect(study_or_dir, runs_dir=None, write:bool=True, verbose:bool=True) -> 
         r = d/rid
         metrics = config.read_json(config.RunFolder(r).metrics)
         if not isinstance(metrics, dict): metrics = {"metric": metrics}
+        metrics.pop(config.PREDICTIONS, None)   # per-image, read with config.run_predictions
         row = {"run_id": rid, "study": d.name}
         row.update({f"param_{k.lower()}": v for k, v in flatten(_params_of(r)).items()})
         for k, v in flatten(metrics).items(): row[k if k not in row else f"metric_{k}"] = v

@@ -24,9 +24,9 @@ from .models import block_names, create_backbone, head_module, load_checkpoint, 
 
 # %% auto #0
 __all__ = ['MODES', 'LOGREG_CS', 'mode_config', 'opt_func', 'group_lrs', 'mean_ap', 'top3', 'top5', 'fastai_metrics',
-           'classification_report', 'BestWeights', 'ChannelsLastInput', 'HistoryCSV', 'amp_dtype', 'DeviceAutocast',
-           'init_model', 'upper_splitter', 'default_reinit_block', 'build_learner', 'fit_mode', 'quietly', 'stopper',
-           'fit_cached_head', 'ProbeFit', 'fit_logistic_head']
+           'rank_classes', 'classification_report', 'BestWeights', 'ChannelsLastInput', 'HistoryCSV', 'amp_dtype',
+           'DeviceAutocast', 'init_model', 'upper_splitter', 'default_reinit_block', 'build_learner', 'fit_mode',
+           'quietly', 'stopper', 'fit_cached_head', 'ProbeFit', 'fit_logistic_head']
 
 # %% ../nbs/03_train.ipynb #04a5d8e6
 MODES = {
@@ -78,10 +78,14 @@ def fastai_metrics(n_classes:int, multi_label:bool=False) -> list:
                           dim_argmax=-1, flatten=False, name="mAP"))
     return ms
 
+def rank_classes(probs) -> np.ndarray:
+    "Class indices of each row, most probable first; a tie goes to the lower index (as `argmax`). Column 0: top-1."
+    return np.argsort(-np.asarray(probs, dtype=np.float64), axis=1, kind="stable")
+
 def classification_report(probs, targets, classes) -> dict:
     "Top-k accuracies, mAP, per-class accuracy and the confusion matrix, as plain JSON-able values."
     probs, targets = np.asarray(probs, dtype=np.float64), np.asarray(targets)
-    order = np.argsort(-probs, axis=1)
+    order = rank_classes(probs)
     res = {f"top{k}": float((order[:, :k] == targets[:, None]).any(1).mean()) for k in (1, 3, 5) if k <= len(classes)}
     res["mAP"] = mean_ap(probs, targets, len(classes))
     cm = confusion_matrix(targets, order[:, 0], labels=range(len(classes)))
@@ -93,16 +97,18 @@ def classification_report(probs, targets, classes) -> dict:
 
 # %% ../nbs/03_train.ipynb #87af7961
 class BestWeights(Callback):
-    "Remember the weights with the lowest validation loss and restore them after fit."
+    "Keep the weights of the lowest validation loss and restore them after fit; `best_epoch` counts from 0 across fits."
     order = 70
-    def __init__(self, monitor="valid_loss"): self.monitor, self.best, self.state, self.best_epoch = monitor, np.inf, None, None
+    def __init__(self, monitor="valid_loss"):
+        self.monitor, self.best, self.state, self.best_epoch, self.n_epochs = monitor, np.inf, None, None, 0
     def after_epoch(self):
+        epoch, self.n_epochs = self.n_epochs, self.n_epochs + 1   # history.csv's row, whatever fit it is in
         names = self.recorder.metric_names[1:-1] if len(self.recorder.metric_names) > 2 else []
         vals = dict(zip(names, self.recorder.log[1:]))
         v = vals.get(self.monitor)
         if v is None or not np.isfinite(v): return
         if v < self.best:
-            self.best, self.best_epoch = float(v), self.learn.epoch
+            self.best, self.best_epoch = float(v), epoch
             self.state = {k: t.detach().clone() for k, t in self.learn.model.state_dict().items()}
     def after_fit(self):
         if self.state is not None: self.learn.model.load_state_dict(self.state)
@@ -248,8 +254,8 @@ LOGREG_CS = tuple(float(c) for c in np.logspace(-4, 1, 11))   # L2 strengths C t
 
 @dataclass
 class ProbeFit:
-    "The fitted linear probe: its `C`, validation log-loss (`best`), iterations; no epochs (`best_epoch` is None)."
-    C: float; best: float; n_iter: int; best_epoch: None = None
+    "The fitted linear probe: its `C`, validation log-loss (`best`), iterations, whether L-BFGS converged; no epochs."
+    C: float; best: float; n_iter: int; best_epoch: None = None; converged: bool = True
 
 def fit_logistic_head(model, train:tuple, valid:tuple, Cs=LOGREG_CS, max_iter:int=5000, history=None) -> ProbeFit:
     "Fit `model`'s head as an L2 logistic regression on (features, targets) `train`, `C` chosen by validation log-loss."
@@ -274,10 +280,11 @@ def fit_logistic_head(model, train:tuple, valid:tuple, Cs=LOGREG_CS, max_iter:in
         if best is None or loss < best[0]: best = (loss, C, clf)
         elif len(rows) - 1 - [r["C"] for r in rows].index(best[1]) >= 2: break   # two weaker C's did worse: past the optimum
     loss, C, clf = best
-    if clf.n_iter_.max() >= max_iter: warnings.warn(f"logistic regression (C={C:g}) did not converge in {max_iter} iterations")
+    converged = bool(clf.n_iter_.max() < max_iter)
+    if not converged: warnings.warn(f"logistic regression (C={C:g}) did not converge in {max_iter} iterations")
     w = clf.coef_ / sd                                  # standardisation folded into the head: w·(x-mu)/sd + b
     with torch.no_grad():
         head.weight.copy_(torch.as_tensor(w, dtype=head.weight.dtype))
         head.bias.copy_(torch.as_tensor(clf.intercept_ - w @ mu, dtype=head.bias.dtype))
-    return ProbeFit(C=C, best=loss, n_iter=int(clf.n_iter_.max()))
+    return ProbeFit(C=C, best=loss, n_iter=int(clf.n_iter_.max()), converged=converged)
 

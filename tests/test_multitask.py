@@ -160,6 +160,24 @@ def test_tiny_real_run_writes_a_complete_run_folder(tiny_run):
     meta = load_checkpoint(d/"model.pth").checkpoint_meta
     assert meta["heads"] == {"style": 10, "genre": 10, "artist": 52} and list(meta["tasks_classes"]) == TASKS
 
+def test_tiny_real_run_saves_per_task_predictions(tiny_run):
+    "Per split and task, the saved predictions give the task's accuracy exactly; targets are labels.csv's, -1 where empty."
+    import hashlib
+    from artstudy.config import PREDICTIONS, dataset_path, run_predictions
+    d, m = tiny_run
+    assert list(m[PREDICTIONS]) == ["valid", "test"]
+    for split in ("valid", "test"):
+        for t in TASKS:
+            pr, rep = run_predictions(d/"metrics.staged.json", split, task=t), m["reports"][split][t]
+            assert len(pr["pred"]) == (rep["n_images"] if rep else 0) and (rep is None or pr["correct"].mean() == rep["top1"])
+    table = pd.read_csv(dataset_path("wikiart_mt")/"labels.csv", keep_default_na=False)
+    test, saved = table[table.split == "test"], m[PREDICTIONS]["test"]
+    tc = load_checkpoint(d/"model.pth").checkpoint_meta["tasks_classes"]
+    assert saved["n"] == len(test) and saved["files"] == hashlib.sha256("\n".join(test.path).encode()).hexdigest()
+    for t in TASKS:
+        assert saved["tasks"][t]["target"] == [tc[t].index(v.strip()) if v.strip() else -1 for v in test[t]]
+        assert m[f"{t}_acc"] == run_predictions(d/"metrics.staged.json", "test", task=t)["correct"].mean()
+
 def test_predict_path_pil_and_tensor_agree(tiny_run):
     d, _ = tiny_run
     model = load_checkpoint(d/"model.pth")
@@ -207,7 +225,8 @@ def test_config_sweep_runs_the_notebook_through_the_runner(tmp_path):
     tab = single_vs_multi(res).set_index(["task", "setting"])
     assert tab.loc[("style", "single"), "n"] == 1 and tab.loc[("style", "multi"), "n"] == 1
     f7 = decide_findings(res.assign(group="multitask"), pattern="F7")
-    assert f7.condition.tolist() == ["wikiart_mt style"] and f7.n.tolist() == [1]   # one seed: reported, not decided
+    assert f7.condition.tolist() == [f"wikiart_mt {t}" for t in ("style", "genre", "artist")]   # every task has its row
+    assert f7.n.tolist() == [1, 0, 0] and f7.verdict.tolist()[1:] == ["not run", "not run"]   # one seed: reported, not decided
 
 def test_cli_evaluates_a_multitask_checkpoint_on_every_task(tiny_run, tmp_path):
     "`python -m artstudy evaluate` on a multi-head checkpoint scores each task on its labelled rows."

@@ -8,8 +8,11 @@ import itertools
 import numpy as np
 import pytest
 from scipy import stats as ss
-from artstudy.stats import (bootstrap_paired, decide, format_effect, min_detectable_effect, one_sample_test,
-                            paired_test, permutation_p, seeds_needed, simulate_paired, spearman_test, t_power, verdict)
+from artstudy.stats import (bootstrap_paired, crossed_test, decide, format_effect, holm, jackknife_test,
+                            min_detectable_effect, one_sample_test, paired_test, permutation_p, pilot_mde, pilot_power,
+                            pilot_se, row_verdict, seeds_for, seeds_needed, simulate_correct, simulate_crossed,
+                            simulate_paired, spearman_test, t_power, verdict)
+from artstudy.stats import _crossed_p, _jackknife, _p_t, _pivot_sf, _simulate_corr
 
 FIXED = [([0.42, 0.45, 0.40, 0.47, 0.44], [0.40, 0.41, 0.39, 0.43, 0.44]),
          ([0.61, 0.58, 0.66], [0.50, 0.55, 0.49]),
@@ -217,3 +220,241 @@ def test_format_effect():
     assert format_effect(dict(row, effect=-0.2, ci_low=-0.3, ci_high=-0.1, p=1e-4), unit="") == \
         "-0.200 [-0.300, -0.100], p < 0.001, n = 5, MDE 0.024"
     assert format_effect(decide([0.5], [0.4])) == "+10.0 pts [no CI], p = –, n = 1"
+    assert format_effect(dict(row, p_adj=0.0369)) == \
+        "+3.1 pts [+1.2, +5.0], p = 0.012 (Holm p = 0.037), n = 5, MDE 2.4 pts"
+    assert format_effect(dict(row, p_adj=np.nan)) == format_effect(row)
+
+
+# --- crossed seeds × images ----------------------------------------------------------------------------------------
+# Simulated studies: one seed's mean difference has sd 1 (half from the seed effect, half from per-image noise) and the
+# part every seed shares through the fixed test images has sd `ratio`. A false decisive rate passes when its count is at
+# most the upper 99% binomial bound of N draws at the nominal rate (MAX5 for 2,000 draws at 5%); a documented failure
+# must exceed that bound.
+N_SIM, N_IMG = 2000, 200
+MAX5 = ss.binom.ppf(0.99, N_SIM, 0.05)            # 123 of 2,000
+SHARED = [(n, r) for n in (3, 4, 5) for r in (0.5, 1.)]
+
+def _shared_images(n, ratio, effect=0., N=N_SIM, I=N_IMG, seed=0):
+    return simulate_crossed(N, n, I, effect, np.sqrt(.5), ratio * np.sqrt(I), np.sqrt(.5 * I), seed=seed)
+
+def _mean_squares(d):
+    "Two-way ANOVA mean squares with plain loops (independent of the vectorised code)."
+    n, I = len(d), len(d[0]); m = sum(map(sum, d)) / (n * I)
+    rs = [sum(row) / I for row in d]; cs = [sum(row[i] for row in d) / n for i in range(I)]
+    ms_s = I * sum((r - m) ** 2 for r in rs) / (n - 1)
+    ms_i = n * sum((c - m) ** 2 for c in cs) / (I - 1)
+    ms_r = sum((d[s][i] - rs[s] - cs[i] + m) ** 2 for s in range(n) for i in range(I)) / ((n - 1) * (I - 1))
+    return m, ms_s, ms_i, ms_r
+
+def test_crossed_test_by_hand():
+    "Mean squares by loops; p as the defining integral over the seed mean square's χ² (scipy quad); CI, its quantile."
+    from scipy.integrate import quad
+    d = [[1, 1, 0, 0], [1, 1, 1, 0], [1, 0, 0, -1]]
+    m, ms_s, ms_i, ms_r = _mean_squares(d)
+    a, b = ms_s / 12, (ms_i - ms_r) / 12
+    assert b > 0
+    gen_p = lambda x: quad(lambda w: 2 * ss.norm.sf(x / np.sqrt(a / w + b)) * 2 * ss.chi2.pdf(2 * w, 2), 0, np.inf)[0]
+    r = crossed_test(d, delta=2.)
+    assert (r["effect"], r["se"], r["mean"]) == pytest.approx((m, np.sqrt(a + b), m), rel=1e-12)
+    assert r["p"] == pytest.approx(gen_p(m), rel=1e-7)
+    assert gen_p(r["ci_high"] - m) == pytest.approx(0.05, rel=1e-6)
+    assert r["ci_high"] - m == pytest.approx(m - r["ci_low"])
+    assert gen_p(r["tost_high"] - m) == pytest.approx(0.10, rel=1e-6)
+    assert ss.t.ppf(0.975, r["df"]) * r["se"] == pytest.approx(r["ci_high"] - m, rel=1e-9)   # df: same CI as Student
+    one_sided = lambda x: gen_p(abs(x)) / 2 if x > 0 else 1 - gen_p(abs(x)) / 2
+    assert r["p_tost"] == pytest.approx(max(one_sided(m + 2.), one_sided(2. - m)), rel=1e-6)
+    assert (r["n"], r["n_images"], r["delta"], r["sd_diff"]) == (3, 4, 2., pytest.approx(np.std(np.mean(d, 1), ddof=1)))
+    assert r["test"].startswith("crossed seeds × images")
+
+@pytest.mark.parametrize("d", [[[1, 0, 1, 0], [1, 1, 0, 1], [0, 0, 1, -1]],                  # MS_image < MS_resid
+                               [[0.3], [0.1], [0.25], [0.4]],                                  # one image
+                               [[0.5, 0.5, 0.5], [0.1, 0.1, 0.1], [0.9, 0.9, 0.9]]])          # images add nothing
+def test_crossed_test_is_the_paired_t_when_images_share_nothing(d):
+    m, ms_s, ms_i, ms_r = _mean_squares(d) if len(d[0]) > 1 else (None, None, 0., 0.)
+    assert ms_i <= ms_r
+    r, ref = crossed_test(d), ss.ttest_1samp(np.mean(d, 1), 0.)
+    ci = ref.confidence_interval(0.95)
+    assert r["p"] == pytest.approx(ref.pvalue, rel=1e-9) and r["df"] == pytest.approx(len(d) - 1)
+    assert (r["ci_low"], r["ci_high"]) == pytest.approx((ci.low, ci.high), rel=1e-9)
+
+def test_pivot_against_student_t_normal_and_monte_carlo():
+    x = ss.t.isf([0.25, 0.025, 1e-4, 1e-8], 2)
+    assert _pivot_sf(x, 1., 0., 2) == pytest.approx([0.25, 0.025, 1e-4, 1e-8], rel=1e-6)    # b = 0: Student's t
+    assert _pivot_sf(2., 0., 1., 2) == pytest.approx(ss.norm.sf(2.), rel=1e-12)              # a = 0: a normal
+    rng = np.random.default_rng(7)
+    R = rng.normal(size=2_000_000) * np.sqrt(0.3 / (rng.chisquare(4, 2_000_000) / 4) + 0.7)
+    for v in (0.5, 1.5, 3.):
+        mc = (R > v).mean(); se = np.sqrt(mc * (1 - mc) / R.size)
+        assert abs(_pivot_sf(v, 0.3, 0.7, 4) - mc) < 4 * se, v
+    assert _pivot_sf(-1., 0.3, 0.7, 4) == pytest.approx(1 - _pivot_sf(1., 0.3, 0.7, 4))
+    assert _pivot_sf(0., 0.3, 0.7, 4) == 0.5
+
+def test_crossed_test_nan_rows_bad_input_and_untestable():
+    d = [[1, 1, 0, 0], [1, 1, 1, 0], [1, 0, 0, -1]]
+    r = crossed_test(d + [[np.nan] * 4])
+    assert r["n"] == 3 and r["p"] == pytest.approx(crossed_test(d)["p"], rel=1e-12)
+    with pytest.raises(ValueError, match="whole row"): crossed_test([[1., np.nan], [0., 1.]])
+    with pytest.raises(ValueError, match=r"\(seeds, images\)"): crossed_test([1., 0., 1.])
+    for x, why in [(d[:1], "one seed"), ([[np.nan] * 4], "no values"), ([[1, 1], [1, 1]], "no spread")]:
+        r = crossed_test(x)
+        assert np.isnan([r["p"], r["ci_low"], r["p_tost"], r["power_obs"]]).all() and why in r["note"], x
+        assert row_verdict(r) == "inconclusive" and row_verdict(r, delta=0.1) == "inconclusive"
+    rows = [crossed_test(d, delta=1.), jackknife_test([.1, .3, .2], [[.1, .2], [.3, .3], [.2, .1]], delta=1.)]
+    for r in rows: assert all(type(v) in (float, int, str) for v in r.values()), {k: type(v) for k, v in r.items()}
+
+def test_vectorised_crossed_equals_crossed_test():
+    d = _shared_images(4, 0.5, N=6, I=30, seed=1)
+    eff, p, p_tost = _crossed_p(d, mu0=0.1, delta=1.)
+    rows = [crossed_test(x, mu0=0.1, delta=1.) for x in d]
+    assert [r["effect"] for r in rows] == pytest.approx(eff, rel=1e-12)
+    assert [r["p"] for r in rows] == pytest.approx(p, rel=1e-12)
+    assert [r["p_tost"] for r in rows] == pytest.approx(p_tost, rel=1e-12)
+
+@pytest.mark.parametrize("n,ratio", SHARED)
+def test_paired_t_over_seed_means_is_fooled_by_shared_images(n, ratio):
+    "Documents the failure: the test images every seed shares are invisible to a t-test over seed means."
+    p = ss.ttest_1samp(_shared_images(n, ratio, seed=n).mean(-1), 0., axis=1).pvalue
+    assert (p < 0.05).sum() > MAX5, (p < 0.05).mean()
+
+@pytest.mark.parametrize("n,ratio", SHARED)
+def test_crossed_test_keeps_its_level_when_images_are_shared(n, ratio):
+    "At 5%, and at 0.05/11 (Holm's first step for 11 rows)."
+    p = _crossed_p(_shared_images(n, ratio, seed=n))[1]
+    assert (p < 0.05).sum() <= MAX5, (p < 0.05).mean()
+    assert (p < 0.05 / 11).sum() <= ss.binom.ppf(0.99, N_SIM, 0.05 / 11), (p < 0.05 / 11).mean()
+
+@pytest.mark.parametrize("n,sd_seed", [(3, 0.1), (3, 0.2), (5, 0.1), (5, 0.2)])
+def test_crossed_test_keeps_its_level_on_binary_correctness(n, sd_seed):
+    "0/1 correctness of two equally good modes: each image has its own difficulty and a mode × image term."
+    ca, cb = simulate_correct(N_SIM, n, 300, sd_seed=sd_seed, sd_image=0.6, seed=10 + n)
+    p = _crossed_p(ca.astype(float) - cb)[1]
+    assert (p < 0.05).sum() <= MAX5, (p < 0.05).mean()
+    assert (p < 0.05 / 11).sum() <= ss.binom.ppf(0.99, N_SIM, 0.05 / 11), (p < 0.05 / 11).mean()
+
+def test_a_run_once_baseline_fools_every_test():
+    "Documents why baselines and controls are built per seed: a draw shared by all seeds and images is invisible."
+    d = simulate_crossed(N_SIM, 5, N_IMG, 0., np.sqrt(.5), 0., np.sqrt(.5 * N_IMG), shared_sd=1., seed=3)
+    assert (_crossed_p(d)[1] < 0.05).sum() > MAX5
+
+# --- the image-group jackknife -------------------------------------------------------------------------------------
+
+def test_jackknife_by_hand():
+    rng = np.random.default_rng(3)
+    values, reps = rng.normal(0.5, 0.1, 4), rng.normal(0.5, 0.1, (4, 6))
+    n, G = reps.shape
+    vbar = sum(values) / n
+    s2 = sum((v - vbar) ** 2 for v in values) / (n - 1)
+    rbar = [sum(reps[s][g] for s in range(n)) / n for g in range(G)]
+    jack = (G - 1) / G * sum((x - sum(rbar) / G) ** 2 for x in rbar)
+    se = np.sqrt(s2 / n + jack)
+    df = (s2 / n + jack) ** 2 / ((s2 / n) ** 2 / (n - 1) + jack ** 2 / (G - 1))
+    r = jackknife_test(values, reps, mu0=0.45, alpha=0.1, delta=0.2)
+    assert (r["effect"], r["se"], r["df"]) == pytest.approx((vbar - 0.45, se, df), rel=1e-12)
+    assert r["p"] == pytest.approx(2 * ss.t.sf(abs(vbar - 0.45) / se, df), rel=1e-9)
+    assert r["ci_high"] == pytest.approx(vbar - 0.45 + ss.t.ppf(0.95, df) * se, rel=1e-9)
+    e = vbar - 0.45
+    assert r["p_tost"] == pytest.approx(max(ss.t.sf((e + 0.2) / se, df), ss.t.cdf((e - 0.2) / se, df)))
+    assert (r["n"], r["n_groups"], r["test"]) == (4, 6, "seeds + image-group jackknife (Satterthwaite df)")
+
+def test_jackknife_delete_one_of_a_mean_is_the_standard_error_over_images():
+    "Leaving out one image at a time, the jackknife part of a mean statistic is s²/I of the image means, exactly."
+    x = np.random.default_rng(4).normal(size=(3, 25)); I = x.shape[1]
+    reps = (x.sum(1, keepdims=True) - x) / (I - 1)
+    r = jackknife_test(x.mean(1), reps)
+    assert r["se"] ** 2 == pytest.approx(x.mean(1).var(ddof=1) / 3 + x.mean(0).var(ddof=1) / I, rel=1e-12)
+
+def test_jackknife_bad_input_nan_and_untestable():
+    values, reps = [0.2, 0.3, np.nan, 0.25], [[0.2, 0.21], [0.3, 0.28], [0.1, 0.1], [0.26, np.nan]]
+    r = jackknife_test(values, reps)
+    assert r["n"] == 2 and r["p"] == pytest.approx(jackknife_test(values[:2], reps[:2])["p"])
+    with pytest.raises(ValueError, match="shape"): jackknife_test([0.2, 0.3], [[0.2, 0.2]])
+    with pytest.raises(ValueError, match="shape"): jackknife_test([0.2, 0.3], [[0.2], [0.3]])
+    assert "one seed" in jackknife_test([0.2], [[0.2, 0.3]])["note"]
+
+@pytest.mark.parametrize("n", [3, 5])
+def test_jackknife_keeps_its_level_with_shared_images(n):
+    "Per-seed correlations over the same test images: the images' own sample correlation is shared by every seed."
+    values, reps = _simulate_corr(N_SIM, n, N_IMG, 20, sd_noise=0.5, seed=n)
+    m, se, df = _jackknife(values, reps)
+    assert (_p_t(m, se, df) < 0.05).sum() <= MAX5
+    assert (ss.ttest_1samp(values, 0., axis=1).pvalue < 0.05).sum() > MAX5   # what a t over seeds alone would do
+
+# --- Holm ----------------------------------------------------------------------------------------------------------
+
+def test_holm_by_hand():
+    # sorted 0.005·4 = 0.02, 0.01·3 = 0.03, 0.03·2 = 0.06, 0.04·1 = 0.04 → 0.06 (never below the step before)
+    np.testing.assert_allclose(holm([0.01, 0.04, 0.03, 0.005, np.nan])[:4], [0.03, 0.06, 0.06, 0.02], rtol=1e-12)
+    assert np.isnan(holm([0.01, 0.04, 0.03, 0.005, np.nan])[4])
+    np.testing.assert_allclose(holm([0.5, 0.6, 0.01]), [1., 1., 0.03])                      # capped at 1, monotone
+    np.testing.assert_allclose(holm([0.02]), [0.02]) and holm([]).shape == (0,)
+    np.testing.assert_allclose(holm([[0.01, 0.02], [0.03, np.nan]]), [[0.03, 0.04], [0.04, np.nan]])
+
+def test_holm_keeps_the_familywise_rate():
+    "Families of 11 independent null rows (crossed tests): ~43% with a false decisive row unadjusted, ≤ 5% with Holm."
+    p = _crossed_p(_shared_images(3, 0., N=11 * N_SIM, I=40, seed=30))[1].reshape(N_SIM, 11)
+    assert (p < 0.05).any(1).sum() > ss.binom.ppf(0.999, N_SIM, 0.3)
+    assert sum((holm(row) < 0.05).any() for row in p) <= MAX5
+
+# --- pilot MDE and power -------------------------------------------------------------------------------------------
+
+def test_pilot_helpers():
+    pilot = dict(sd=0.02, se_shared=0.005, source="test")
+    assert pilot_se(pilot, 4) == pytest.approx(np.sqrt(0.02 ** 2 / 4 + 0.005 ** 2))
+    assert pilot_mde(dict(pilot, se_shared=0.), 5) == pytest.approx(min_detectable_effect(0.02, 5), rel=1e-12)
+    assert pilot_power(pilot_mde(pilot, 5), pilot, 5) == pytest.approx(0.8, abs=1e-9)
+    assert pilot_power(-0.05, pilot, 5) == pilot_power(0.05, pilot, 5)
+    n = seeds_for(0.03, pilot)
+    assert pilot_mde(pilot, n) <= 0.03 < pilot_mde(pilot, n - 1)
+    assert seeds_for(0.014, pilot) is None               # (1.96 + 0.84)·0.005 = 0.014: no number of seeds reaches it
+    assert seeds_for(0.0141, pilot, n_max=50) is None    # reachable only beyond n_max
+    assert np.isnan(pilot_mde(None, 5)) and np.isnan(pilot_mde(pilot, 1)) and np.isnan(pilot_power(0.1, None, 5))
+    for bad in (dict(sd=0.02), dict(sd=-1, source="x"), None, dict(sd=0.02, se_shared=-0.1, source="x")):
+        with pytest.raises(ValueError, match="pilot"): pilot_se(bad, 5)
+
+def test_mde_and_power_come_only_from_a_pilot():
+    d = [[1, 1, 0, 0], [1, 1, 1, 0], [1, 0, 0, -1]]
+    r = crossed_test(d)
+    assert np.isnan(r["mde"]) and np.isnan(r["power_obs"])      # never the sd of the data being judged
+    pilot = dict(sd=0.4, se_shared=0.1, source="test")
+    r = crossed_test(d, pilot=pilot)
+    assert r["mde"] == pilot_mde(pilot, 3) and r["power_obs"] == pilot_power(r["effect"], pilot, 3)
+    r = jackknife_test([0.1, 0.3, 0.2], [[0.1, 0.2], [0.3, 0.3], [0.2, 0.1]], pilot=pilot)
+    assert r["mde"] == pilot_mde(pilot, 3)
+
+@pytest.mark.parametrize("n,ratio", [(3, 0.5), (5, 0.5), (5, 1.)])
+def test_pilot_mde_has_its_power_by_simulation(n, ratio):
+    "Studies simulated at the pilot's MDE are decided 'reproduced' at least 80% of the time (lower 99% binomial bound)."
+    pilot = dict(sd=1., se_shared=ratio, source="the simulation's own truth")
+    eff, p, _ = _crossed_p(_shared_images(n, ratio, effect=pilot_mde(pilot, n), seed=20 + n))
+    assert ((p < 0.05) & (eff > 0)).sum() >= ss.binom.ppf(0.01, N_SIM, 0.8)
+
+# --- row verdicts --------------------------------------------------------------------------------------------------
+
+def test_row_verdict():
+    r = crossed_test([[0.04, 0.03, 0.05, 0.06], [0.02, 0.05, 0.04, 0.03], [0.05, 0.04, 0.06, 0.05]])
+    assert r["p"] < 0.05 and row_verdict(r) == "reproduced" and row_verdict(r, direction=-1) == "reversed"
+    assert row_verdict(r, p_adj=0.06) == "inconclusive" and row_verdict(r, p_adj=0.06, delta=0.001) == "inconclusive"
+    assert row_verdict(r, decisive_ok=False, why="2 runs stopped at their epoch cap") == \
+        "inconclusive (2 runs stopped at their epoch cap)"
+    assert row_verdict(r, decisive_ok=False).startswith("inconclusive (")
+    assert row_verdict(dict(r, effect=-r["effect"])) == "reversed"
+    flat = crossed_test([[0.002, -0.001, 0.001, 0.0], [0.0, 0.001, -0.002, 0.001], [0.001, 0.0, 0.001, -0.001]],
+                        delta=0.01)
+    assert flat["p_tost"] < 0.05 and row_verdict(flat, delta=0.01) == "equivalent within ±0.01"
+    assert row_verdict(flat, delta=0.01, p_tost_adj=0.2) == "inconclusive"
+    assert row_verdict(flat, delta=0.01, decisive_ok=False, why="unconverged") == "inconclusive (unconverged)"
+    with pytest.raises(ValueError, match="margin"): row_verdict(flat, delta=0.02)
+    for a, b in FIXED:   # rows without a p_tost of their own: two one-sided t-tests from effect, se, df
+        t = paired_test(a, b)
+        for delta in (0.02, 0.5, 3.):
+            eq = lambda v: v.startswith("equivalent")
+            assert eq(row_verdict(t, delta=delta)) == eq(verdict(t, delta=delta)), (a, delta)
+    with pytest.raises(ValueError, match="direction"): row_verdict(r, direction=0)
+    with pytest.raises(ValueError, match="margin"): row_verdict(r, delta=0.)
+
+def test_tost_keeps_its_level_at_the_margin():
+    "True effect exactly at the margin: 'equivalent' at most 5% of the time; at no effect, often (both outcomes seen)."
+    delta = 2.
+    at_margin = _crossed_p(_shared_images(5, 0.5, effect=delta, seed=40), delta=delta)[2]
+    at_zero = _crossed_p(_shared_images(5, 0.5, effect=0., seed=41), delta=delta)[2]
+    assert (at_margin < 0.05).sum() <= MAX5 and (at_zero < 0.05).mean() > 0.3

@@ -81,6 +81,7 @@ def test_logistic_head_is_the_converged_classifier_and_needs_no_seed(tmp_path):
     hist = pd.read_csv(tmp_path/"s1"/"history.csv")
     C = float(hist.C[hist.valid_loss.idxmin()])
     assert m["best_valid_loss"] == pytest.approx(hist.valid_loss.min()) and m["best_epoch"] is None and m["epochs_run"] == 0
+    assert m["converged"] and not m["at_epoch_cap"] and not m["early_stopped"]   # L-BFGS to its tolerance, no epochs
     assert m2["top1"] == m["top1"] and _same(_sd(tmp_path/"s1"/"model.pth"), _sd(tmp_path/"s2"/"model.pth"))
     a, b = _sd(tmp_path/"s1"/"init.pth"), _sd(tmp_path/"s1"/"model.pth")
     assert all(torch.equal(a[k], b[k]) for k in a if not k.startswith("classifier."))
@@ -104,6 +105,7 @@ def test_patience_stops_once_the_validation_loss_stops_falling(tmp_path):
     m = train_run(TINY, run_dir=tmp_path, mode="mode_f", lr_head=0.3, epochs=12, patience=2)   # a rate that overfits fast
     h = pd.read_csv(tmp_path/"history.csv")
     assert m["early_stopped"] and m["epochs_run"] == len(h) < 12
+    assert m["converged"] and not m["at_epoch_cap"]
     assert m["best_epoch"] == int(h.valid_loss.idxmin()) == len(h) - 1 - 2
     assert m["best_valid_loss"] == pytest.approx(h.valid_loss.min())
     assert m["top1"] == pytest.approx(_top1(tmp_path/"model.pth"))   # the saved model is the best epoch's
