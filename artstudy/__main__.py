@@ -163,7 +163,8 @@ _EXPECTED = (OSError, ValueError, KeyError, RuntimeError, ImportError)
 
 def error_message(e:BaseException) -> str:
     "One paragraph for the user: the message of an expected error, else its type too and how to see the traceback."
-    msg = str(e).strip() or type(e).__name__
+    from artstudy.config import strip_ansi   # colour codes from torch or a kernel read as garbage in a log
+    msg = strip_ansi(e).strip() or type(e).__name__
     if isinstance(e, PermissionError) and e.filename: msg = f"permission denied: {e.filename}. Fix its permissions or choose another folder."
     if isinstance(e, KeyError): msg = f"missing key {msg}"
     if not isinstance(e, _EXPECTED): msg = f"{type(e).__name__}: {msg} (rerun with --debug for the traceback)"

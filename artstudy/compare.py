@@ -16,7 +16,7 @@ import numpy as np, pandas as pd, torch
 from torch import nn
 import plotly.express as px, plotly.graph_objects as go
 from plotly.subplots import make_subplots
-from .config import atomic_path, atomic_write_json, sha256_file, cache_dir, get_setting, state_dict_hash, RunFolder
+from .config import atomic_path, atomic_write_json, sha256_file, cache_dir, check_checkpoint, get_setting, state_dict_hash, RunFolder
 from .activations import stream_activations, model_device, _progress
 from .metrics import (conv_kernels, bn_changes, block_weight_change, linear_cka, gram, cka_null, TopK, dead_kernels,
     topk_overlap, class_entropy, null_summary, overlap_chance, overlap_null, entropy_change_null, domain_distance,
@@ -36,7 +36,7 @@ def run_weight_change(run, start:str="init.pth", end:str="model.pth") -> pd.Data
     ck = {}
     for f in (start, end):
         if not (d/f).is_file(): raise FileNotFoundError(f"{d/f} is missing: the run did not finish; rerun it (the batch runner redoes it)")
-        ck[f] = torch.load(d/f, map_location="cpu", weights_only=True)
+        ck[f] = torch.load(check_checkpoint(d/f), map_location="cpu", weights_only=True)
     df = block_weight_change(ck[start]["state_dict"], ck[end]["state_dict"], block_names(ck[end]["backbone"]))
     with atomic_path(out) as tmp: df.to_csv(tmp, index=False)
     return df

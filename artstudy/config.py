@@ -8,19 +8,20 @@ RNG, and writes files atomically so that a killed run never leaves a half-writte
 
 # %% ../nbs/00_config.ipynb #1843adfc
 from __future__ import annotations
-import configparser, hashlib, json, os, random, subprocess, sys, tempfile, warnings
+import configparser, hashlib, json, os, random, re, subprocess, sys, tempfile, warnings, zipfile
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 import numpy as np, torch
 
 # %% auto #0
-__all__ = ['DEFAULTS', 'STAGED_METRICS', 'METRICS', 'PREDICTIONS', 'STUDY_PACKAGES', 'FAST_CPU_ENV', 'find_settings',
-           'project_root', 'settings', 'get_setting', 'data_roots', 'dataset_path', 'data_root', 'runs_dir',
-           'cache_dir', 'seed_everything', 'default_device', 'atomic_path', 'atomic_write_text', 'atomic_write_json',
-           'atomic_save', 'read_json', 'RunFolder', 'stage_metrics', 'finish_run', 'files_digest', 'run_predictions',
-           'error_list', 'is_whole', 'count_problem', 'check_writable', 'sha256_file', 'git_commit', 'package_versions',
-           'state_dict_hash', 'fast_env_makefile', 'interactive']
+__all__ = ['DEFAULTS', 'STAGED_METRICS', 'METRICS', 'CHECKPOINTS', 'HEADLINES', 'PREDICTIONS', 'STUDY_PACKAGES', 'FAST_CPU_ENV',
+           'find_settings', 'project_root', 'settings', 'get_setting', 'data_roots', 'dataset_path', 'data_root',
+           'runs_dir', 'cache_dir', 'seed_everything', 'default_device', 'atomic_path', 'atomic_write_text',
+           'atomic_write_json', 'atomic_save', 'read_json', 'RunFolder', 'sha256_file', 'checkpoint_digests',
+           'checkpoint_problem', 'check_checkpoint', 'stage_metrics', 'finish_run', 'metrics_problem', 'run_problem',
+           'files_digest', 'run_predictions', 'error_list', 'strip_ansi', 'is_whole', 'count_problem', 'check_writable',
+           'git_commit', 'package_versions', 'state_dict_hash', 'fast_env_makefile', 'interactive']
 
 # %% ../nbs/00_config.ipynb #10b0bc11
 DEFAULTS = dict(data_root="", runs_dir="runs", cache_dir=".cache", backbone="efficientnet_lite0", image_size=128,
@@ -251,10 +252,61 @@ class RunFolder:
         return p/RunFolder.FILES["model"] if p.is_dir() else p
 
 
+# %% ../nbs/00_config.ipynb #b837f8c6
+CHECKPOINTS = "checkpoints"   # the key of a run's checkpoint digests ({file name: SHA-256}) in its metrics
+
+def sha256_file(path, chunk:int=1<<20) -> str:
+    "Hex SHA-256 of a file."
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(chunk): h.update(b)
+    return h.hexdigest()
+
+def checkpoint_digests(run_dir) -> dict:
+    "SHA-256 of each checkpoint (`init.pth`, `model.pth`) that run folder `run_dir` holds, by file name."
+    rf = RunFolder(run_dir)
+    return {f.name: sha256_file(f) for f in (rf.init, rf.model) if f.is_file()}
+
+# %% ../nbs/00_config.ipynb #3e9a67eb
+def _zip_problem(p:Path) -> str|None:
+    "Why zip archive `p` is damaged; None if it is whole or not a zip (a legacy torch pickle has no checksums)."
+    with open(p, "rb") as f:
+        if f.read(4) != b"PK\x03\x04": return None
+    try:
+        with zipfile.ZipFile(p) as z: bad = z.testzip()
+    except Exception as e: return f"{p.name} is not a readable zip archive ({type(e).__name__}: {e})"
+    return f"{p.name} is corrupt (the zip CRC of its entry {bad} fails)" if bad else None
+
+def checkpoint_problem(path, digest:str|None=None) -> str|None:
+    "Why checkpoint `path` is damaged (None if not): missing, not the file of SHA-256 `digest`, or (no digest) a bad zip CRC."
+    p = Path(path)
+    if not p.is_file(): return f"{p.name} is missing"
+    if digest: return None if sha256_file(p) == digest else f"{p.name} changed since it was staged (digest mismatch)"
+    return _zip_problem(p)
+
+def _recorded(run_dir) -> dict:
+    "The checkpoint digests that the run's result (`metrics.json`, else the staged one) recorded; {} if none."
+    for f in (RunFolder(run_dir).metrics, RunFolder(run_dir).staged):
+        try: rec = json.loads(f.read_bytes()).get(CHECKPOINTS)
+        except (OSError, ValueError, AttributeError): continue
+        return rec if isinstance(rec, dict) else {}
+    return {}
+
+def check_checkpoint(path) -> Path:
+    "`path` if its checkpoint is whole (against the digest its run folder recorded, else its zip CRCs); else a `ValueError`."
+    p = Path(path)
+    if why := checkpoint_problem(p, _recorded(p.parent).get(p.name)):
+        raise ValueError(f"{p}: {why}. It is not loaded: rerun the run that wrote it (delete its run folder, then run "
+                         "its study again), or restore the file from a copy.")
+    return p
+
 # %% ../nbs/00_config.ipynb #08d483a7
-def stage_metrics(run_dir, metrics:dict) -> Path:
-    "Write a run's result to `run_dir/metrics.staged.json` (atomically); `finish_run` promotes it."
-    return atomic_write_json(RunFolder(run_dir).staged, metrics)
+def stage_metrics(run_dir, metrics:dict) -> dict:
+    "Write a run's result, with its checkpoints' digests, to `run_dir/metrics.staged.json` (atomically); returns it."
+    digests = checkpoint_digests(run_dir)
+    metrics = {**metrics, CHECKPOINTS: digests} if digests else dict(metrics)
+    atomic_write_json(RunFolder(run_dir).staged, metrics)
+    return metrics
 
 def _headline(m:dict) -> str:
     for k in ("top1", "mean_top1", "cka_high", "spearman_rho"):
@@ -286,6 +338,56 @@ def finish_run(run_dir, quiet:bool|None=None) -> dict:
     if quiet is None: quiet = bool(os.environ.get("PAPERMILL_EXECUTION") or os.environ.get("ARTSTUDY_RUNNER"))
     if not quiet: print(f"finished {d}: {_headline(m) if isinstance(m, dict) else m}")
     return m
+
+# %% ../nbs/00_config.ipynb #03943fc1
+HEADLINES = ("top1", "mAP")   # the headline metrics of a trained run (a multi-task run: `<task>_acc`)
+
+def metrics_problem(m, trained:bool=False) -> str|None:
+    "Why `m` is not a run's result (None if it is): the schema of `metrics.json`; `trained`: the run has checkpoints."
+    if not isinstance(m, dict): return f"holds a {type(m).__name__}, not a mapping of metrics"
+    if not m: return "holds no metrics"
+    rows = m.get("layers")
+    if "layers" in m and not (isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows)):
+        return "has no per-layer rows (`layers` must be a non-empty list)"
+    if not trained: return None
+    if not isinstance(m.get("run_id"), str): return "has no run_id"
+    heads = [*HEADLINES, *(f"{t}_acc" for t in m.get("tasks") or [] if isinstance(t, str))]
+    if not any(h in m and (m[h] is None or isinstance(m[h], (int, float))) for h in heads):
+        return f"has no headline metric ({' or '.join(heads)})"
+    return None
+
+# %% ../nbs/00_config.ipynb #cc93edb5
+def _json_problem(f:Path) -> tuple:
+    "(the JSON in file `f`, None), or (None, why it does not parse: empty, truncated or not JSON)."
+    try: return json.loads(f.read_bytes()), None
+    except OSError as e: return None, f"{f.name} cannot be read ({e.strerror or e})"
+    except ValueError as e:   # JSONDecodeError, UnicodeDecodeError
+        doc = getattr(e, "doc", "x").rstrip()
+        if not doc: return None, f"{f.name} is empty"
+        cut = isinstance(e, json.JSONDecodeError) and doc[0] in "{[" and (e.pos >= len(doc) or e.msg.startswith("Unterminated"))
+        return None, f"{f.name} truncated" if cut else f"{f.name} is not valid JSON ({e})"
+
+def _first_line(p:Path) -> str:
+    try: return (p.read_text(errors="replace").splitlines() or [""])[0]
+    except OSError as e: return str(e)
+
+def run_problem(run_dir, study=None) -> str|None:
+    "Why `run_dir` is not a verified finished run of `study` (its parent folder by default); None if it is one."
+    rf = RunFolder(run_dir); d = rf.path.resolve()
+    if not d.is_relative_to(Path(study or rf.path.parent).resolve()): return f"outside the study folder (it resolves to {d})"
+    if (st := rf.state()) == "failed": return _first_line(rf.error)
+    if st != "finished": return "not started" if st == "pending" else "running, or stopped before it finished"
+    m, why = _json_problem(rf.metrics)
+    p, pwhy = _json_problem(rf.params) if rf.params.is_file() else ({}, None)
+    rec = m.get(CHECKPOINTS, {}) if isinstance(m, dict) else {}
+    if not isinstance(rec, dict): return f"metrics.json has a malformed {CHECKPOINTS!r} record"
+    ckpts = [rf.path/n for n in rec] + [f for f in (rf.init, rf.model) if f.is_file() and f.name not in rec]
+    if out := [f for f in (rf.metrics, rf.params, *ckpts) if f.exists() and f.resolve().parent != d]:
+        return f"{out[0].relative_to(rf.path)} lies outside the run folder"
+    if why or pwhy: return why or pwhy
+    if not isinstance(p, dict): return f"params.json holds a {type(p).__name__}, not a mapping"
+    if why := metrics_problem(m, trained=bool(ckpts)): return f"metrics.json {why}"
+    return next(filter(None, (checkpoint_problem(f, rec.get(f.name)) for f in ckpts)), None)
 
 # %% ../nbs/00_config.ipynb #ce4f7e46
 PREDICTIONS = "predictions"   # the key of the per-image predictions in a run's metrics
@@ -330,6 +432,13 @@ def error_list(lines, limit:int=10, indent:str="  - ") -> str:
     more = [f"… and {len(lines) - len(shown)} more"] if len(shown) < len(lines) else []
     return "\n".join(indent + l for l in shown + more)
 
+# %% ../nbs/00_config.ipynb #1f904746
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+def strip_ansi(text) -> str:
+    "`text` without terminal colour codes."
+    return _ANSI.sub("", str(text))
+
 # %% ../nbs/00_config.ipynb #0e732978
 def is_whole(v) -> bool: return isinstance(v, int) and not isinstance(v, bool)
 
@@ -350,13 +459,6 @@ def check_writable(folder) -> Path:
     return d
 
 # %% ../nbs/00_config.ipynb #6a189c4d
-def sha256_file(path, chunk:int=1<<20) -> str:
-    "Hex SHA-256 of a file."
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(chunk): h.update(b)
-    return h.hexdigest()
-
 def git_commit(path=None) -> str|None:
     "Current git commit of the project (with `+dirty` if the tree has changes), or None outside git."
     cwd = str(path or project_root())

@@ -218,7 +218,7 @@ def decide_finding(finding:Finding, results:pd.DataFrame, layers:pd.DataFrame|No
     for r in rows:
         r = {"unit": finding.unit, **r}
         n, pilot = int(r.get("n") or 0), finding.pilot
-        r.update(finding=finding.id, claim=finding.claim, paper=finding.paper, confirmatory=finding.confirmatory,
+        r.update(finding=finding.id, claim=finding.claim, paper=finding.paper, confirmatory=r.get("confirmatory", finding.confirmatory),
                  direction=r.get("direction") or finding.direction, margin=finding.margin, p_tost=_tost_p(r, finding.margin),
                  mde=pilot_mde(pilot, n) if pilot and n >= 2 else np.nan,
                  power_obs=pilot_power(r.get("effect", np.nan), pilot, n) if pilot and n >= 2 else np.nan)
@@ -235,6 +235,7 @@ def _verdict(r) -> str:
     v = row_verdict(r, direction=int(r["direction"]), p_adj=r["p_adj" if conf else "p"],
                     p_tost_adj=r["p_tost_adj" if conf else "p_tost"], delta=None if pd.isna(r["margin"]) else float(r["margin"]),
                     decisive_ok=bool(r.get("decisive_ok", True)), why=str(r.get("why") or ""))
+    if v == "inconclusive" and not r.get("decisive_ok", True) and r.get("why"): v = f"inconclusive ({r['why']})"
     return v if conf else f"{v} (exploratory)"
 
 def decide_findings(results:pd.DataFrame, layers:pd.DataFrame|None=None, jackknife:pd.DataFrame|None=None,
@@ -277,10 +278,10 @@ def claim_verdicts(table:pd.DataFrame) -> pd.DataFrame:
     "One verdict per claim: its rows combined by the finding's registered rule."
     out = []
     for fid, g in table.groupby("finding", sort=False):
-        f, vs = FINDINGS[fid], g.verdict.tolist()
+        f, vs, conf = FINDINGS[fid], g.verdict.tolist(), bool(g.confirmatory.astype(bool).all())
         v = f.combine(vs) if f.combine else vs[0]
-        out.append(dict(finding=fid, claim=f.claim, confirmatory=f.confirmatory, rule=f.rule, rows=len(vs),
-                        verdict=v if f.confirmatory or v.endswith("(exploratory)") else f"{v} (exploratory)"))
+        out.append(dict(finding=fid, claim=f.claim, confirmatory=conf, rule=f.rule, rows=len(vs),
+                        verdict=v if conf or v.endswith("(exploratory)") else f"{v} (exploratory)"))
     return pd.DataFrame(out)
 
 def decision_cost(table:pd.DataFrame, power:float=0.8) -> pd.DataFrame:
@@ -295,7 +296,8 @@ def decision_cost(table:pd.DataFrame, power:float=0.8) -> pd.DataFrame:
         mins = r.get("minutes_per_seed", np.nan)
         out.append(dict(finding=r["finding"], condition=r["condition"], n_now=int(r["n"]), target=target, unit=r["unit"],
                         seeds_needed=n, worker_minutes=n * mins if n and pd.notna(mins) else np.nan,
-                        note="" if n else "the shared test-image error alone exceeds the target: more seeds cannot decide it; more test images would"))
+                        note=("" if n else "the shared test-image error alone exceeds the target: more seeds cannot decide it; more test images would")
+                             + ("" if r.get("decisive_ok", True) else f"{'; ' if not n else ''}and the runs must first be fixed: {r.get('why')}")))
     return pd.DataFrame(out, columns=["finding", "condition", "n_now", "target", "unit", "seeds_needed", "worker_minutes", "note"])
 
 # %% ../nbs/09b_findings.ipynb #f564a9c3
@@ -320,6 +322,13 @@ def _f2(results, layers, jackknife):
 _PILOT_LAYERS = "previous quick study (commit 18459d8): sd of the per-seed contrast against 0 at n = 3; its image component was not measured then (0 here)"
 _MA, _MB = "imagenet_vs_mode_a", "imagenet_vs_mode_b"
 
+def _minutes_of(results:pd.DataFrame, pairs, seeds=(1, 2, 3)) -> float:
+    "Wall minutes per seed of the analysis runs of `pairs` and of the training runs they compare."
+    modes = [p.rsplit("_vs_", 1)[-1] for p in pairs]
+    runs = [select(results, "transfer_modes", mode=m) for m in modes] + [select(results, "analysis", pair=p) for p in pairs]
+    n = len(set(_column(runs[-1], "seed").dropna())) or 1
+    return _minutes(*runs, seeds=range(n)) if not results.empty else float("nan")
+
 def _learned(t:pd.DataFrame, col:str="cka", ref:str="cka_a_rand", top:int=3) -> float:
     "Depth gradient of `col` (lowest three layers minus the top `top`) minus that of the matched random change `ref`."
     g = lambda c: _low(t, c) - _top(t, c, top)
@@ -330,24 +339,25 @@ def _learned(t:pd.DataFrame, col:str="cka", ref:str="cka_a_rand", top:int=3) -> 
                   pilot=dict(sd=0.059, se_shared=0., source=_PILOT_LAYERS))
 def _f3(results, layers, jackknife):
     raw = [gradient(t, "cka") for t in _pair_tables(layers, _MA).values()]
-    return [layer_row(layers, jackknife, _MA, _learned, "Mode A, wikiart7 valid, 1,260 images", unit="CKA",
-                      evidence=f"raw gradient against 0 (descriptive) {np.round(raw, 3).tolist()}")]
+    return [{**layer_row(layers, jackknife, _MA, _learned, "Mode A, wikiart7 valid, 1,260 images", unit="CKA",
+                         evidence=f"raw gradient against 0 (descriptive) {np.round(raw, 3).tolist()}"), "minutes_per_seed": _minutes_of(results, (_MA,))}]
 
 @register_finding("F4", "Some upper filters specialise: their top-k images change more than those of low layers, more than under a random change of the same size",
                   "Gonthier et al. 2020", grids=("analysis",), unit="overlap", margin=0.05,
                   pilot=dict(sd=0.034, se_shared=0., source=_PILOT_LAYERS))
 def _f4(results, layers, jackknife):
     chance = [float(t.overlap_chance.iloc[-1]) for t in _pair_tables(layers, _MA).values() if "overlap_chance" in t]
-    return [layer_row(layers, jackknife, _MA, lambda t: _learned(t, "overlap_mean", "overlap_a_rand", top=1),
-                      "Mode A, wikiart7 valid, 1,260 images", unit="overlap",
-                      evidence=f"top-layer overlap vs chance k/N {np.round(np.mean(chance), 3) if chance else '–'} (descriptive)")]
+    return [{**layer_row(layers, jackknife, _MA, lambda t: _learned(t, "overlap_mean", "overlap_a_rand", top=1),
+                         "Mode A, wikiart7 valid, 1,260 images", unit="overlap",
+                         evidence=f"top-layer overlap vs chance k/N {np.round(np.mean(chance), 3) if chance else '–'} (descriptive)"),
+             "minutes_per_seed": _minutes_of(results, (_MA,))}]
 
 @register_finding("F5", "Upper layers concentrate classes: the class entropy of top-k sets falls with fine-tuning (against the BN-recalibrated control)",
                   "Gonthier et al. 2020", grids=("analysis",), unit="entropy", direction=-1, margin=0.005,
                   pilot=dict(sd=0.0012, se_shared=0., source="issue 22's rerun of the previous quick study: Mode A − BN control per seed (−0.0032, −0.0010, −0.0031)"))
 def _f5(results, layers, jackknife):
-    return [layer_row(layers, jackknife, _MA, lambda t: _top(t, "entropy_b") - _top(t, "entropy_ctrl"),
-                      "Mode A − BN control, top 3 layers", unit="entropy")]
+    return [{**layer_row(layers, jackknife, _MA, lambda t: _top(t, "entropy_b") - _top(t, "entropy_ctrl"),
+                         "Mode A − BN control, top 3 layers", unit="entropy"), "minutes_per_seed": _minutes_of(results, (_MA,))}]
 
 # %% ../nbs/09b_findings.ipynb #b58836d7
 def _per_class(runs:pd.DataFrame) -> pd.Series:
@@ -361,9 +371,14 @@ _PILOT_PACS = "previous quick study (commit 18459d8): seed sd from its 95% CIs a
                   combine=all_rows, **_ACC)
 def _f6(results, layers, jackknife):
     d = select(results, "double_finetune")
-    n = _per_class(d)
-    return [accuracy_row(select(d[n == k], source_name="wikiart7"), select(d[n == k], source_name="imagenet"),
-                         f"pacs_art, {k} labelled images per class", "from the one wikiart7 source vs from ImageNet (conditional on that source)")
+    n, src = _per_class(d), select(d, source_name="wikiart7")
+    sources = src["param_source"].astype(str).nunique() if "param_source" in src else 1   # the source run (a path)
+    seeds = _column(src, "seed").nunique()
+    replicated = sources >= max(seeds, 2)   # one source per seed: its variance is in the interval, the row is confirmatory
+    what = (f"from {sources} wikiart7 sources, one per seed" if replicated else
+            "from the one wikiart7 source vs from ImageNet (conditional on that source)")
+    return [{**accuracy_row(select(d[n == k], source_name="wikiart7"), select(d[n == k], source_name="imagenet"),
+                            f"pacs_art, {k} labelled images per class", what), "confirmatory": replicated}
             for k in sorted(set(n), key=lambda x: (x == "all", int(x) if x != "all" else 0))]
 
 @register_finding("F7", "Multi-task (style + genre + artist heads) beats single-task networks on 2 of 3 tasks, at the same training budget",
@@ -392,7 +407,9 @@ def best_rate_row(runs:pd.DataFrame, ref:float, condition:str) -> dict:
     p_high = min(1., len(above) * min(max(rows[x, y]["p"] if rows[x, y]["effect"] < 0 else 1. for x in below) for y in above))
     bx, by = max(below, key=mean.get), max(above, key=mean.get)
     best = rows[bx, by]
+    seeds = sorted(set(_column(runs, "seed").dropna().astype(int)))
     return {**best, "p": min(p_low, p_high), "condition": condition, "unconverged": int((_column(runs, "at_epoch_cap") == True).sum()),
+            "minutes_per_seed": _minutes(runs, seeds=seeds),
             "evidence": "top-1 by body-LR ratio (mean over seeds): " + ", ".join(f"{x:g}: {100 * mean[x]:.1f}" for x in ratios)
                         + f"; best below {ref:g} is {bx:g}, best at or above is {by:g}; "
                         + f"{_epochs_run(runs)}; p: the weakest contrast of the best candidate, Bonferroni over candidates"}
@@ -443,15 +460,15 @@ def _f8c(results, layers, jackknife):
                   "Gonthier et al. 2020", grids=("analysis",), unit="CKA", margin=0.05,
                   pilot=dict(sd=0.061, se_shared=0., source=_PILOT_LAYERS))
 def _f9(results, layers, jackknife):
-    return [layer_row(layers, jackknife, (_MA, _MB), lambda a, b: _learned(a) - _learned(b),
-                      "learned CKA gradient, Mode A − Mode B", unit="CKA")]
+    return [{**layer_row(layers, jackknife, (_MA, _MB), lambda a, b: _learned(a) - _learned(b),
+                         "learned CKA gradient, Mode A − Mode B", unit="CKA"), "minutes_per_seed": _minutes_of(results, (_MA, _MB))}]
 
 @register_finding("F10", "BN recalibration alone explains most (over half) of the top-layer feature drift of fine-tuning",
                   "this study (a control the seed papers lacked)", grids=("analysis",), unit="share")
 def _f10(results, layers, jackknife):
     share = lambda t: (1 - _top(t, "cka_a_ctrl")) / (1 - _top(t, "cka"))
-    return [layer_row(layers, jackknife, _MA, share, "(1 − CKA(ImageNet, BN control)) ÷ (1 − CKA(ImageNet, Mode A)), top 3 layers, − 0.5",
-                      unit="share", mu0=0.5)]
+    return [{**layer_row(layers, jackknife, _MA, share, "(1 − CKA(ImageNet, BN control)) ÷ (1 − CKA(ImageNet, Mode A)), top 3 layers, − 0.5",
+                         unit="share", mu0=0.5), "minutes_per_seed": _minutes_of(results, (_MA,))}]
 
 # %% ../nbs/09b_findings.ipynb #0dfc5b50
 def _num(x, unit:str, signed:bool=True) -> str:

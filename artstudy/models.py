@@ -17,7 +17,7 @@ from functools import partial
 from pathlib import Path
 import torch, timm, torchvision
 from torch import nn
-from .config import atomic_save
+from .config import atomic_save, check_checkpoint, strip_ansi
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'CHECKPOINT_FORMAT', 'MissingWeightsError', 'register_backbone', 'list_backbones',
@@ -381,10 +381,11 @@ def _read_state_dict(path) -> dict:
         from safetensors.torch import load_file
         sd = load_file(str(path))
     else:
+        check_checkpoint(path)
         try: sd = _torch_load(path)
         except Exception as e:
             raise ValueError(f"{path} is not a state dict that torch.load(weights_only=True) can read "
-                             f"({type(e).__name__}: {str(e)[:200]})") from None
+                             f"({type(e).__name__}: {strip_ansi(e)[:200]})") from None
     for k in ("state_dict", "model", "state_dict_ema"):
         if isinstance(sd, dict) and isinstance(sd.get(k), dict): sd = sd[k]; break
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
@@ -499,14 +500,17 @@ def save_checkpoint(model:nn.Module, path, /, **meta) -> Path:
     return atomic_save(ckpt, path)
 
 # %% ../nbs/02_models.ipynb #f18514e0
+def _torch_read(path, map_location, mmap):
+    try: return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except Exception as e:
+        if mmap: return _torch_read(path, map_location, False)
+        raise ValueError(f"{path} is not a checkpoint torch.load(weights_only=True) can read "
+                         f"({type(e).__name__}: {strip_ansi(e)[:200]}); write it with save_checkpoint") from None
+
 def _read_checkpoint(path, map_location="cpu", mmap=False) -> dict:
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try: ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except Exception as e:
-        if mmap: return _read_checkpoint(path, map_location)
-        raise ValueError(f"{path} is not a checkpoint torch.load(weights_only=True) can read "
-                         f"({type(e).__name__}: {str(e)[:200]}); write it with save_checkpoint") from None
+    ckpt = _torch_read(check_checkpoint(path), map_location, mmap)
     if not isinstance(ckpt, dict) or not {"state_dict", "backbone", "num_classes"} <= set(ckpt):
         found = sorted(ckpt)[:5] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f"{path} is not an artstudy checkpoint (no 'state_dict'/'backbone'/'num_classes'; found "

@@ -21,7 +21,7 @@ import plotly.graph_objects as go
 from PIL import Image
 from fastai.vision.all import *
 from sklearn.metrics import f1_score
-from .config import PREDICTIONS, dataset_path, default_device, read_json, RunFolder
+from .config import PREDICTIONS, dataset_path, default_device, read_json, run_problem, RunFolder
 from .data import (ArtDataset, BatchTfm, DatasetError, EvalCollate, ImageItems, image_cache, item_dls, label_columns,
                            load_dataset, load_image, read_table, square_pixels)
 from .models import MultiHeadLinear, backbone_cfg, head_module, set_head, split_groups
@@ -300,7 +300,7 @@ def _task_list(v) -> list[str]:
 def multitask_results(folder, current=None) -> pd.DataFrame:
     "One row per finished run (a `metrics.json`) in the study `folder`, plus the staged result of the `current` run folder."
     runs = [RunFolder(d) for d in sorted(Path(folder).iterdir()) if d.is_dir() and (current is None or d != Path(current))]
-    rows = [read_json(r.metrics) for r in runs if r.metrics.is_file()]
+    rows = [read_json(r.metrics) for r in runs if r.metrics.is_file() and run_problem(r.path) is None]   # verified runs only
     if current is not None and RunFolder(current).staged.is_file(): rows.append(read_json(RunFolder(current).staged))
     return pd.DataFrame([{k: v for k, v in r.items() if k not in ("reports", PREDICTIONS)} for r in rows if "tasks" in r])
 

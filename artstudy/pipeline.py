@@ -331,8 +331,7 @@ def train_run(params:dict|RunConfig|None=None, run_dir=None, **kwargs) -> dict:
     epochs_run = 0 if isinstance(best, ProbeFit) else len(hist.rows)   # a probe runs no epochs
     metrics = {**run_summary(c, best, train_s, counts.get("train", 0), epochs_run), **heads.scores(reports, learn),
                "reports": reports, PREDICTIONS: preds}
-    stage_metrics(rf.path, metrics)   # the notebook's last cell promotes it (config.finish_run)
-    return metrics
+    return stage_metrics(rf.path, metrics)   # with the checkpoints' digests; the notebook's last cell promotes it
 
 # %% ../nbs/04a_pipeline.ipynb #4a260353
 def _eval_split(ds:ArtDataset, split:str|None, path) -> ArtDataset:

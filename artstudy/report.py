@@ -9,13 +9,13 @@ writes a standalone HTML file. The report reads results only: it trains nothing 
 
 # %% ../nbs/10_report.ipynb #c58f55bd
 from __future__ import annotations
-import os, subprocess, sys
+import os, sys
 from pathlib import Path
 import numpy as np, pandas as pd
 import plotly.express as px, plotly.graph_objects as go
 from .findings import decide_findings
 from .config import PREDICTIONS, RunFolder, project_root, read_json, run_predictions, runs_dir
-from .runs import collect, study_dir
+from .runs import collect, finished_runs, study_dir
 
 # %% auto #0
 __all__ = ['study_results', 'analysis_layers_table', 'study_findings', 'plot_findings', 'lr_ratio_table', 'source_class_table',
@@ -73,11 +73,11 @@ def _run_seed(run_dir:Path, metrics:dict):
 def analysis_layers_table(study, runs_dir=None, part:str="layers") -> pd.DataFrame:
     "Per-layer analysis of every finished analysis run of `study`: run_id, pair, seed, layer, depth, cka, … (`part='jackknife'`: per image group)."
     rows = []
-    for m in sorted(study_dir(study, runs_dir).glob("*/metrics.json")):
-        d = read_json(m)
+    for run in finished_runs(study, runs_dir):   # verified runs only: a damaged result is named by the report, not read
+        d = read_json(RunFolder(run).metrics)
         if not isinstance(d, dict) or not d.get("layers"): continue
-        seed = _run_seed(m.parent, d)
-        for r in d.get(part) or []: rows.append({"run_id": m.parent.name, "pair": d.get("pair", m.parent.name), "seed": seed, **r})
+        seed = _run_seed(run, d)
+        for r in d.get(part) or []: rows.append({"run_id": run.name, "pair": d.get("pair", run.name), "seed": seed, **r})
     return pd.DataFrame(rows)
 
 def study_findings(study, runs_dir=None) -> pd.DataFrame:
@@ -264,18 +264,21 @@ def standalone_figures():
     import plotly.io as pio
     pio.renderers.default = "plotly_mimetype+notebook"
 
-def render_report(study:str, runs_dir_=None, kernel_name:str="python3", html:bool=True) -> Path:
-    "Execute the report notebook for `study` into `runs/<study>/report.ipynb` and export `report.html`; returns its path."
+def render_report(study:str, runs_dir_=None, kernel_name:str="python3", html:bool=True, notebook=None) -> Path:
+    "Execute the report `notebook` (default nbs/experiments/report.ipynb) for `study`; writes report.ipynb and report.html."
     import papermill as pm
+    from nbconvert import HTMLExporter
+    from artstudy.config import atomic_path
+    from artstudy.runs import left_out, study_status
     out_dir = study_dir(study, runs_dir_)
     if not out_dir.is_dir(): raise FileNotFoundError(f"no study folder {out_dir}: run `python -m artstudy run configs/{study}.yaml` first")
-    nb = project_root()/"nbs"/"experiments"/"report.ipynb"
+    if left := left_out(study_status(out_dir)): print(f"report: runs of {study} left out:\n{left}", file=sys.stderr)
+    nb = Path(notebook) if notebook else project_root()/"nbs"/"experiments"/"report.ipynb"
     out, partial = out_dir/"report.ipynb", out_dir/".report.partial.ipynb"   # a failed render keeps the old report
     pm.execute_notebook(str(nb), str(partial), parameters=dict(STUDY=study, RUNS_DIR=str(runs_dir(runs_dir_))),
                         kernel_name=kernel_name, progress_bar=False, cwd=str(out_dir))
     os.replace(partial, out)
     if not html: return out
-    r = subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", "--no-input", str(out),
-                        "--output", "report.html", "--output-dir", str(out_dir)], capture_output=True, text=True)
-    if r.returncode: raise RuntimeError(f"nbconvert failed on {out}: {r.stderr[-2000:]}")
+    body, _ = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True).from_filename(str(out))
+    with atomic_path(out_dir/"report.html") as tmp: tmp.write_text(body, encoding="utf-8")
     return out_dir/"report.html"

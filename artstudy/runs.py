@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64, concurrent.futures as cf, copy, difflib, fnmatch, hashlib, importlib.util, itertools, json, os, queue
 import re, signal, socket, subprocess, sys, threading, time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 import pandas as pd, yaml
@@ -20,9 +20,10 @@ from . import config
 
 # %% auto #0
 __all__ = ['MAX_ID_LEN', 'RUN_STATES', 'FAILED', 'load_study', 'slugify', 'short_hash', 'make_run_id', 'RunSpec', 'toposort',
-           'expand_grid', 'run_state', 'run_meta', 'prepare_run_dir', 'StudyBusy', 'file_lock', 'child_env',
-           'visible_gpus', 'notebook_error', 'check_kernel', 'execute_run', 'notebook_params', 'check_specs', 'plan',
-           'run_study', 'flatten', 'study_dir', 'study_status', 'collect']
+           'expand_grid', 'run_status', 'run_state', 'run_meta', 'prepare_run_dir', 'StudyBusy', 'file_lock',
+           'child_env', 'visible_gpus', 'notebook_error', 'check_kernel', 'execute_run', 'notebook_params',
+           'check_specs', 'plan', 'run_study', 'flatten', 'study_dir', 'study_status', 'finished_runs', 'left_out',
+           'collect']
 
 # %% ../nbs/09_runs.ipynb #aa880488
 _TOP_KEYS = {"study", "description", "notebook", "name", "base", "axes", "seeds", "runs", "grids", "depends_on"}
@@ -93,6 +94,7 @@ class RunSpec:
     params: dict
     depends_on: list = field(default_factory=list)
     group: str = ""
+    needs: list = field(default_factory=list)   # run folders of other studies it reads: verified before it starts
     @property
     def run_dir(self) -> Path: return Path(self.params["RUN_DIR"])
 
@@ -197,6 +199,20 @@ def _resolve_value(v, lookup, deps):
     if isinstance(v, list): return [_resolve_value(x, lookup, deps) for x in v]
     return v
 
+def _linked_runs(params:dict, root:Path) -> list[str]:
+    "Run folders (`root/<study>/<run_id>`, or any folder with a params.json) that string parameters point into."
+    root, out = Path(os.path.abspath(root)), []
+    def walk(v):
+        if isinstance(v, (dict, list)): return [walk(x) for x in (v.values() if isinstance(v, dict) else v)]
+        if not isinstance(v, str) or "/" not in v: return
+        p = Path(os.path.abspath(config.project_root()/Path(v).expanduser()))
+        for q in (p, *p.parents):
+            if q.parent.parent == root or (q/"params.json").is_file():
+                if str(q) not in out: out.append(str(q))
+                return
+    walk({k: v for k, v in params.items() if k != "RUN_DIR"})
+    return out
+
 def toposort(specs:list[RunSpec]) -> list[RunSpec]:
     "Specs in config order, each moved after its `depends_on` (a run follows its dependencies at once); raises on a cycle."
     done, out, todo = set(), [], list(specs)
@@ -233,9 +249,12 @@ def expand_grid(cfg, runs_dir=None, nbs_dir=None) -> list[RunSpec]:
     by_id = {s.run_id: s for s, *_ in raw}
     groups = {}
     for s, *_ in raw: groups.setdefault(s.group, []).append(s.run_id)
+    by_dir = {os.path.abspath(s.params["RUN_DIR"]): s.run_id for s in by_id.values()}
     for s, values, _ in raw:
         def lookup(ref, s=s, values=values):
             rid = _fill(ref, values, s.run_id)
+            if rid not in by_id and re.fullmatch(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", rid):   # another study's run
+                return RunSpec(rid.split("/")[0], rid, "", {"RUN_DIR": str(root/rid)})
             if rid not in by_id:
                 near = difflib.get_close_matches(rid, list(by_id), 3)
                 raise ValueError(f"run {s.run_id!r} refers to unknown run {rid!r}" +
@@ -244,15 +263,24 @@ def expand_grid(cfg, runs_dir=None, nbs_dir=None) -> list[RunSpec]:
         deps = [r for d in s.depends_on for r in (groups[d] if d in groups and d not in by_id else [lookup(d).run_id])]
         if s.run_id in deps: raise ValueError(f"run {s.run_id!r} depends on its own group")
         s.params = {k: _resolve_value(v, lookup, deps) for k, v in s.params.items()}
-        s.depends_on = list(dict.fromkeys(deps))
+        linked = _linked_runs(s.params, root)
+        deps += [by_dir[q] for q in linked if q in by_dir]
+        s.depends_on = [d for d in dict.fromkeys(deps) if d in by_id]
+        other = [os.path.abspath(root/d) for d in deps if d not in by_id] + [q for q in linked if q not in by_dir]
+        s.needs = list(dict.fromkeys(other))   # runs of other studies
     return toposort([s for s, *_ in raw])
 
 # %% ../nbs/09_runs.ipynb #46982d38
-RUN_STATES = ("finished", "failed", "incomplete", "pending")
+RUN_STATES = ("finished", "invalid", "failed", "incomplete", "pending")
+
+def run_status(run_dir) -> tuple[str, str]:
+    "`(state, why)` of a run folder; `why` (`config.run_problem`) is empty for a verified finished run."
+    st, why = config.RunFolder(run_dir).state(), config.run_problem(run_dir) or ""
+    return ("invalid" if st == "finished" and why else st), why
 
 def run_state(run_dir) -> str:
-    "State of a run folder: failed (error.txt), finished (metrics.json), incomplete or pending."
-    return config.RunFolder(run_dir).state()
+    "State of a run folder: finished (verified), invalid (a result that fails verification), failed, incomplete or pending."
+    return run_status(run_dir)[0]
 
 def run_meta() -> dict:
     "Provenance stored in every `params.json`: git commit, package versions, host."
@@ -262,7 +290,7 @@ def prepare_run_dir(spec:RunSpec, meta:dict|None=None) -> Path:
     "Move an unfinished folder aside to `.stale/`, create the run folder and write `params.json` atomically."
     d = spec.run_dir
     if run_state(d) == "finished": raise FileExistsError(f"{d} is finished (metrics.json exists); delete it to redo")
-    if d.is_dir() and any(d.iterdir()):
+    if d.is_symlink() or (d.is_dir() and any(d.iterdir())):
         stale = d.parent/".stale"/f"{d.name}-{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"
         stale.parent.mkdir(parents=True, exist_ok=True)
         os.replace(d, stale)
@@ -318,8 +346,6 @@ def visible_gpus() -> list[str]:
     except Exception: return []
 
 # %% ../nbs/09_runs.ipynb #1f550c9d
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
 def notebook_error(nb_path) -> dict|None:
     "The first error output of an executed notebook: cell index, ename, evalue and plain-text traceback."
     try: nb = json.loads(Path(nb_path).read_text())
@@ -328,7 +354,7 @@ def notebook_error(nb_path) -> dict|None:
         for o in c.get("outputs", []):
             if o.get("output_type") == "error":
                 return {"cell": i, "ename": o.get("ename"), "evalue": o.get("evalue"),
-                        "traceback": _ANSI.sub("", "\n".join(o.get("traceback", [])))}
+                        "traceback": config.strip_ansi("\n".join(o.get("traceback", [])))}
     return None
 
 def check_kernel(kernel_name:str="python3") -> str:
@@ -392,11 +418,13 @@ def _execute(spec, kernel_name, env, meta, timeout):
         finally:
             with _LIVE_LOCK: _LIVE.discard(p)
     secs = time.time() - t0
-    if rc == 0 and rf.metrics.is_file(): return _result(spec, "done", secs)
+    why = config.run_problem(d) if rc == 0 and rf.metrics.is_file() else None
+    if rc == 0 and rf.metrics.is_file() and not why: return _result(spec, "done", secs)
     rf.clear_result()   # a failed run has no result
     err = notebook_error(rf.notebook)
     tail = "".join(rf.log.read_text(errors="replace").splitlines(True)[-40:])
     if err: msg = f"{err['ename']}: {err['evalue']}"
+    elif why: msg = f"its result does not verify: {why}"
     elif rc == 0: msg = ("the notebook finished without writing metrics.json (its last cell must call "
                          "artstudy.config.finish_run(run_dir))")
     else: msg = f"papermill exited with status {rc}"
@@ -465,16 +493,27 @@ def _select(specs, only):
             if d not in keep: keep.add(d); stack.append(d)
     return [s for s in specs if s.run_id in keep]
 
+def _needs_problem(spec) -> str:
+    "Why a run of another study that `spec` reads is not verified finished ('' if all are)."
+    for d in map(Path, spec.needs):
+        st, why = run_status(d)
+        if st != "finished":
+            return (f"dependency {d.parent.name}/{d.name} is not verified finished ({st}: {why}); finish it first "
+                    f"(run its study {d.parent.name!r}): {d}")
+    return ""
+
 def _schedule(specs, submit, on_done, limit=None):
-    "Run `specs` (in `toposort` order) through `submit(spec) -> Future`; dependents of failed runs are skipped."
+    "Run `specs` (in `toposort` order) through `submit(spec) -> Future`; dependents of failed or unverified runs are skipped."
     res, pending, running = {}, list(specs), {}
     def finish(r): res[r["run_id"]] = r; on_done(r)
+    def skip(s, why): pending.remove(s); finish(_result(s, "skipped: dependency failed", error=why))
     while pending or running:
         for s in list(pending):
             if bad := [d for d in s.depends_on if res.get(d, {}).get("status") in FAILED]:
-                pending.remove(s); finish(_result(s, "skipped: dependency failed", error=f"dependency failed: {', '.join(bad)}"))
+                skip(s, "dependency failed: " + ", ".join(f"{d} ({res[d]['error'] or res[d]['status']})" for d in bad))
             elif all(d in res for d in s.depends_on) and (limit is None or len(running) < limit):
-                pending.remove(s); running[submit(s)] = s
+                if why := _needs_problem(s): skip(s, why)
+                else: pending.remove(s); running[submit(s)] = s
         if not running:
             if pending: raise RuntimeError(f"cannot schedule {[s.run_id for s in pending]}: dependencies not in the study")
             break
@@ -534,8 +573,11 @@ def _terminate_live():
 # %% ../nbs/09_runs.ipynb #f4e68a9e
 def plan(specs:list[RunSpec]) -> pd.DataFrame:
     "Table of runs with their folder state, notebook and dependencies (what `dry_run` shows)."
+    def deps(s):
+        ds = s.depends_on + [f"{Path(n).parent.name}/{Path(n).name}" for n in s.needs]
+        return ",".join(ds) if len(ds) <= 3 else f"{len(ds)} runs"
     return pd.DataFrame([{"run_id": s.run_id, "state": run_state(s.run_dir), "notebook": Path(s.notebook).name,
-                          "depends_on": ",".join(s.depends_on) if len(s.depends_on) <= 3 else f"{len(s.depends_on)} runs"} for s in specs],
+                          "depends_on": deps(s)} for s in specs],
                         columns=["run_id", "state", "notebook", "depends_on"])
 
 def run_study(cfg, executor:str="local", workers:int=1, dry_run:bool=False, kernel_name:str|None=None,
@@ -568,11 +610,11 @@ def _sweep(cfg, specs, study_dir, executor, workers, kernel_name, progress, ray_
         if r["status"] == "failed" and progress: bar.write(f"FAILED {r['run_id']}: {r['error']} (see {r['run_dir']}/error.txt)")
     res = {}
     for s in specs:
-        if run_state(s.run_dir) == "finished": res[s.run_id] = _result(s, "skipped: finished"); on_done(res[s.run_id])
-    todo = [s for s in specs if s.run_id not in res]
+        st, why = run_status(s.run_dir)
+        if st == "finished": res[s.run_id] = _result(s, "skipped: finished"); on_done(res[s.run_id])
+        elif st == "invalid": print(f"redoing {s.run_id}: {why}", file=sys.stderr)
     # finished runs are results already: their dependents may start at once
-    done_ids = set(res)
-    todo = [RunSpec(s.study, s.run_id, s.notebook, s.params, [d for d in s.depends_on if d not in done_ids], s.group) for s in todo]
+    todo = [replace(s, depends_on=[d for d in s.depends_on if d not in res]) for s in specs if s.run_id not in res]
     try:
         if todo:
             submit, close = (_ray_submitter(ray_address, workers, kernel_name, meta, timeout) if executor == "ray" else
@@ -614,17 +656,26 @@ def study_dir(study_or_dir, runs_dir=None) -> Path:
     raise FileNotFoundError(f"no study {str(study_or_dir)!r} in {root}; studies there: {have}")
 
 def study_status(study_or_dir, runs_dir=None) -> pd.DataFrame:
-    "State of every run of a study (`run_id`, `state`, `error`): its folders, and the last sweep's unstarted runs."
+    "State of every run of a study (`run_id`, `state`, `error`: why it failed or is invalid), unstarted runs included."
     d, rows = study_dir(study_or_dir, runs_dir), []
     for r in sorted(q for q in d.iterdir() if q.is_dir() and not q.name.startswith((".", "_"))):
-        st = run_state(r)
-        err = config.RunFolder(r).error.read_text(errors="replace").splitlines()[0] if st == "failed" else ""
-        rows.append({"run_id": r.name, "state": st, "error": err})
+        st, why = run_status(r)
+        rows.append({"run_id": r.name, "state": st, "error": why if st in ("failed", "invalid") else ""})
     if (d/"summary.csv").is_file():  # runs the last sweep never started (e.g. skipped: dependency failed)
         seen = {r["run_id"] for r in rows}
         for r in pd.read_csv(d/"summary.csv", keep_default_na=False).to_dict("records"):
             if r["run_id"] not in seen: rows.append({"run_id": r["run_id"], "state": "pending", "error": r["error"] or r["status"]})
     return pd.DataFrame(rows, columns=["run_id", "state", "error"])
+
+def finished_runs(study_or_dir, runs_dir=None) -> list[Path]:
+    "The folders of a study's verified finished runs (what a table of results may read)."
+    d = study_dir(study_or_dir, runs_dir)
+    return [d/r for r in study_status(d).query("state == 'finished'").run_id]
+
+def left_out(status:pd.DataFrame) -> str:
+    "The runs of a `study_status` table that are not verified finished, one line each with why ('' if none)."
+    un = status[status.state != "finished"]
+    return config.error_list(f"{r.run_id} ({r.state}{': ' + r.error if r.error else ''})" for r in un.itertuples())
 
 def _params_of(run_dir:Path) -> dict:
     p = config.RunFolder(run_dir).read_params()
@@ -633,17 +684,18 @@ def _params_of(run_dir:Path) -> dict:
 
 # %% ../nbs/09_runs.ipynb #450fb2a0
 def collect(study_or_dir, runs_dir=None, write:bool=True, verbose:bool=True) -> pd.DataFrame:
-    "One row per finished run (run_id, study, param_*, metrics) from every `metrics.json`; writes results.csv."
+    "One row per verified finished run (run_id, study, param_*, metrics); writes results.csv and names the runs left out."
     d = study_dir(study_or_dir, runs_dir)
     status = study_status(d)
     rows = []
     for rid in status.run_id[status.state == "finished"]:
         r = d/rid
-        metrics = config.read_json(config.RunFolder(r).metrics)
-        if not isinstance(metrics, dict): metrics = {"metric": metrics}
-        metrics.pop(config.PREDICTIONS, None)   # per-image, read with config.run_predictions
+        try: metrics, params = config.read_json(config.RunFolder(r).metrics), flatten(_params_of(r))
+        except (OSError, ValueError) as e:   # changed since it was verified: named, and the others go on
+            status.loc[status.run_id == rid, ["state", "error"]] = "invalid", str(e); continue
+        for k in (config.PREDICTIONS, config.CHECKPOINTS): metrics.pop(k, None)   # per image / per file, not per run
         row = {"run_id": rid, "study": d.name}
-        row.update({f"param_{k.lower()}": v for k, v in flatten(_params_of(r)).items()})
+        row.update({f"param_{k.lower()}": v for k, v in params.items()})
         for k, v in flatten(metrics).items(): row[k if k not in row else f"metric_{k}"] = v
         rows.append(row)
     df = pd.DataFrame(rows)
@@ -656,7 +708,6 @@ def collect(study_or_dir, runs_dir=None, write:bool=True, verbose:bool=True) -> 
                 with config.atomic_path(d/"results.parquet") as tmp: df.to_parquet(tmp, index=False)
             except Exception as e: print(f"collect: results.parquet not written ({e})", file=sys.stderr)
     if verbose:
-        un = df.attrs["unfinished"]
-        print(f"{d.name}: {len(df)} finished run(s)" + (f", {len(un)} unfinished: " + ", ".join(
-              f"{u['run_id']} ({u['state']})" for u in un) if un else ""), file=sys.stderr)
+        un = len(df.attrs["unfinished"])
+        print(f"{d.name}: {len(df)} finished run(s)" + (f", {un} left out:\n{left_out(status)}" if un else ""), file=sys.stderr)
     return df

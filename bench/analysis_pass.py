@@ -53,18 +53,21 @@ def full(size, bs, k, n_calib, n_perm):
     with torch.no_grad():
         g = torch.Generator().manual_seed(0)
         for p in b.parameters(): p.add_(0.01 * p.abs().mean() * torch.randn(p.shape, generator=g))
-    t, orig = {}, {f: getattr(M, f) for f in ("_control", "analysis_pass", "_tables")}
+    t, orig = {}, {f: getattr(M, f) for f in ("recalibrate_bn", "analysis_pass", "_tables")}
     def timed(f):
         def w(*args, **kw):
-            s = time.perf_counter(); r = orig[f](*args, **kw); t[f.strip("_")] = round(time.perf_counter() - s, 1); return r
+            s = time.perf_counter(); r = orig[f](*args, **kw)
+            t[f.strip("_")] = round(t.get(f.strip("_"), 0) + time.perf_counter() - s, 1); return r
         return w
     for f in orig: setattr(M, f, timed(f))
     s = time.perf_counter()
-    res = M.compare(a, b, "wikiart7", k=k, size=size, bs=bs, progress=False, cache=False, control=True,
-                    n_calib=n_calib, n_perm=n_perm)
-    out = dict(what="one full compare: wikiart7 valid, Lite0 x3 (A, B, BN control)", n_images=len(res["files"]), size=size,
+    res = M.compare(a, b, "wikiart7", k=k, size=size, bs=bs, progress=False, cache=False, control=True, random_control=True,
+                    n_calib=n_calib, n_perm=n_perm, groups=10)
+    out = dict(what="one full compare: wikiart7 valid, Lite0 x4 (A, B, BN control, matched random change), 10 jackknife groups",
+               n_images=len(res["files"]), size=size,
                k=k, n_calib=n_calib, n_perm=n_perm, threads=torch.get_num_threads(), seconds_total=round(time.perf_counter() - s, 1),
-               seconds_by_phase=dict(bn_control=t.get("control"), pass_3_models=t.get("analysis_pass"), nulls_and_tables=t.get("tables")),
+               seconds_by_phase=dict(bn_recalibration_of_both_controls=t.get("recalibrate_bn"), pass_4_models=t.get("analysis_pass"),
+                                     nulls_tables_and_jackknife=t.get("tables")),
                maxrss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), load_avg=C.loadavg())
     C.emit("analysis_full", out)
 

@@ -48,6 +48,16 @@ def test_verdicts_match_the_truth(study):
     c = claim_verdicts(decide_findings(study)).set_index("finding")
     assert c.loc["F6", "verdict"] == "inconclusive (exploratory)"   # rule: every size; at 10/class it is no gain
 
+def test_a_replicated_source_makes_f6_confirmatory(study):
+    "One source per seed (configs/paper.yaml): the source's variance is in the interval, and F6 joins the family."
+    s = study.copy()
+    s["param_source"] = np.where(s.group == "double_finetune", "runs/paper/source-s" + s.seed.astype(str), None)
+    t = decide_findings(s).set_index(["finding", "condition"])
+    six = t.loc[("F6", "pacs_art, 30 labelled images per class")]
+    assert six.confirmatory and six.verdict == "reproduced" and six.p_adj >= six.p
+    one = decide_findings(s.assign(param_source="runs/paper/source-s1")).set_index("finding").loc["F6"]
+    assert not one.confirmatory.any() and one.p_adj.isna().all()
+
 def test_the_shared_test_images_are_in_the_interval():
     "Mode A better on some test images and worse on others, the same images for every seed: a paired t over seed means"
     "cannot see that this set of 200 images could have favoured either side; the crossed interval does."
