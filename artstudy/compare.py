@@ -206,8 +206,9 @@ def _layer_stats(F:dict, idx:dict, labels, n_classes:int, single:bool) -> dict:
 def _jackknife(res:dict, layers, idx_full:dict, k:int, n_classes:int, groups:int) -> pd.DataFrame:
     "Every `_layer_stats` column of every layer recomputed with each image group left out: one row per (layer, group)."
     labels = res["labels"]; single = labels.ndim == 1
+    if not groups: return pd.DataFrame()
     gid, rows = torch.as_tensor(image_groups(len(labels), groups)), []
-    if groups and (need := int((gid == 0).sum())) > min(t.shape[1] for d in idx_full.values() for t in d.values()) - k:
+    if (need := int((gid == 0).sum())) > min(t.shape[1] for d in idx_full.values() for t in d.values()) - k:
         raise ValueError(f"the jackknife needs {need} extra top-k candidates per channel (the group size); pass extra ≥ {need}")
     for depth, l in enumerate(layers):
         for g in range(groups):

@@ -225,7 +225,7 @@ def decide_finding(finding:Finding, results:pd.DataFrame, layers:pd.DataFrame|No
         sd, se = r.get("sd_diff", np.nan), r.get("se", np.nan)
         r.update(sd_seed=sd, se_shared=float(np.sqrt(max(se**2 - sd**2 / n, 0.))) if n >= 2 and np.isfinite(se) and np.isfinite(sd) else np.nan)
         if finding.converged and (r.get("unconverged") or 0) > 0 and r.get("decisive_ok", True):
-            r.update(decisive_ok=False, why=f"{r['unconverged']} run(s) stopped at their epoch cap, still improving (unconverged)")
+            r.update(decisive_ok=False, why=f"{r['unconverged']} run(s) stopped at their epoch cap, still improving")
         out.append(r)
     return pd.DataFrame(out)
 

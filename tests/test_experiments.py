@@ -10,14 +10,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def tiny_study(tmp_path_factory):
-    "configs/smoke.yaml cut further: Mode A and scratch x 2 seeds, one analysis pair, one LR ratio."
+    "configs/smoke.yaml cut further: Mode A and scratch x 2 seeds, one analysis pair, two LR ratios."
     runs = tmp_path_factory.mktemp("runs")
     cfg = yaml.safe_load((ROOT/"configs"/"smoke.yaml").read_text())
     cfg["study"] = "tiny"
     g = {x["name"]: x for x in cfg["grids"]}
     g["transfer_modes"]["axes"]["mode"] = ["mode_a", "from_scratch"]
     g["analysis"]["axes"]["pair"] = g["analysis"]["axes"]["pair"][:1]
-    g["lr_ratio"]["axes"]["lr_ratio"] = [1.0]
+    g["lr_ratio"]["axes"]["lr_ratio"] = [0.1, 1.0]   # F8a's rule needs a ratio below the reference and one at it
     summary = run_study(cfg, runs_dir=runs, progress=False, workers=2)
     return runs, summary
 
