@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 import numpy as np, pandas as pd
 from .stats import crossed_test, holm, jackknife_test, one_sample_test, pilot_mde, pilot_power, row_verdict, seeds_for
+from .stats import _p_tost
 
 # %% auto #0
 __all__ = ['FINDINGS', 'ROW_COLUMNS', 'Finding', 'register_finding', 'list_findings', 'get_finding', 'select', 'per_seed',
@@ -198,11 +199,9 @@ def missing_grids(finding:Finding, results:pd.DataFrame) -> list[str]:
     return [g for g in finding.grids if g not in have]
 
 def _tost_p(r:dict, delta) -> float:
-    "TOST p-value of a row's effect for margin ±`delta`, from its t statistic's se and df (NaN without them)."
-    from scipy import stats as ss
-    se, df, eff = r.get("se", np.nan), r.get("df", np.nan), r.get("effect", np.nan)
-    if delta is None or not (np.isfinite(se) and se > 0 and np.isfinite(df) and np.isfinite(eff)): return np.nan
-    return float(max(ss.t.sf((eff + delta) / se, df), ss.t.cdf((eff - delta) / se, df)))
+    "TOST p-value of a row's effect for margin ±`delta`, from its se and df (`stats._p_tost`; NaN without them)."
+    if delta is None or any(k not in r for k in ("effect", "se", "df")): return np.nan
+    return float(_p_tost(float(r["effect"]), float(r["se"]), float(r["df"]), delta))
 
 def decide_finding(finding:Finding, results:pd.DataFrame, layers:pd.DataFrame|None=None,
                    jackknife:pd.DataFrame|None=None) -> pd.DataFrame:
@@ -322,12 +321,12 @@ def _f2(results, layers, jackknife):
 _PILOT_LAYERS = "previous quick study (commit 18459d8): sd of the per-seed contrast against 0 at n = 3; its image component was not measured then (0 here)"
 _MA, _MB = "imagenet_vs_mode_a", "imagenet_vs_mode_b"
 
-def _minutes_of(results:pd.DataFrame, pairs, seeds=(1, 2, 3)) -> float:
+def _minutes_of(results:pd.DataFrame, pairs) -> float:
     "Wall minutes per seed of the analysis runs of `pairs` and of the training runs they compare."
+    if results.empty: return float("nan")
     modes = [p.rsplit("_vs_", 1)[-1] for p in pairs]
     runs = [select(results, "transfer_modes", mode=m) for m in modes] + [select(results, "analysis", pair=p) for p in pairs]
-    n = len(set(_column(runs[-1], "seed").dropna())) or 1
-    return _minutes(*runs, seeds=range(n)) if not results.empty else float("nan")
+    return _minutes(*runs, seeds=set(_column(runs[-1], "seed").dropna()))
 
 def _learned(t:pd.DataFrame, col:str="cka", ref:str="cka_a_rand", top:int=3) -> float:
     "Depth gradient of `col` (lowest three layers minus the top `top`) minus that of the matched random change `ref`."
