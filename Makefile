@@ -12,7 +12,7 @@ $(FAST_ENV_MK): artstudy/config.py $(VENV)/.installed
 	$(PY) -c "from artstudy.config import fast_env_makefile; print(fast_env_makefile(), end='')" > $@.tmp && mv $@.tmp $@
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install check readme test test-fast test-slow test-browser study study-smoke explore lab bench docs clean-runs
+.PHONY: install check readme test test-fast test-slow test-browser study study-smoke battery explore lab bench docs clean-runs
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -23,12 +23,13 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# Notebooks are the source: exporting and cleaning them must change nothing.
+# Notebooks are the source: exporting and cleaning them, and rendering the experiment notebooks' parameter cells from
+# the one parameter schema (artstudy.params), must change nothing.
 check: install
 	@state() { { git diff -- artstudy nbs README.md; git ls-files -o --exclude-standard -- artstudy nbs; } | md5sum; }; \
-	before=$$(state); $(BIN)/nbdev-export && $(BIN)/nbdev-clean && $(MAKE) -s readme || exit 1; after=$$(state); \
+	before=$$(state); $(BIN)/nbdev-export && $(PY) -m artstudy params --sync >/dev/null && $(BIN)/nbdev-clean && $(MAKE) -s readme || exit 1; after=$$(state); \
 	if [ "$$before" != "$$after" ]; then \
-	  echo "ERROR: nbdev-export/nbdev-clean/readme changed files: notebooks, artstudy/ and README.md are out of sync, or notebooks are not clean."; \
+	  echo "ERROR: nbdev-export/params --sync/nbdev-clean/readme changed files: notebooks, artstudy/ and README.md are out of sync, or notebooks are not clean."; \
 	  git status --short -- artstudy nbs; exit 1; fi; echo "notebooks and modules in sync and clean"
 
 # README.md is generated from nbs/index.ipynb (nbdev-readme needs Quarto, which cannot be installed offline).
@@ -50,6 +51,13 @@ study: install
 	$(PY) -m artstudy data fetch --missing
 	$(PY) -m artstudy run configs/quick.yaml --workers $(STUDY_WORKERS)
 	$(PY) -m artstudy report quick
+
+# The transfer-mode findings on your own collection (labels.csv, class folders or split folders):
+# make battery DATA=path/to/collection [LABEL=column] [BUDGET=minutes] [BATTERY_FLAGS="--seeds 5 --dry-run"]
+BUDGET ?= 60
+battery: install
+	@test -n "$(DATA)" || { echo "usage: make battery DATA=path/to/collection [LABEL=column] [BUDGET=60]"; exit 2; }
+	$(PY) -m artstudy battery "$(DATA)" --budget $(BUDGET) --workers $(STUDY_WORKERS) $(if $(LABEL),--label "$(LABEL)") $(BATTERY_FLAGS)
 
 study-smoke: install
 	$(PY) -m artstudy run configs/smoke.yaml --workers $(STUDY_WORKERS)

@@ -3,6 +3,7 @@
 Modules:
 
 - `artstudy.activations`: Forward hooks on named layers and one streaming pass over a DataLoader, for one model or two at once.
+- `artstudy.battery`: One command from a folder of artworks to decided findings: what fine-tuning an ImageNet CNN changes on *your* images, and whether it pays.
 - `artstudy.compare`: Every metric of `artstudy.metrics` between two checkpoints on one dataset, in one pass, with nulls and a BN control, cached in the run folder; the weight change of a run folder, the distance between datasets, and the plots.
 - `artstudy.config`: Settings, paths, seeds, devices and safe file writes: everything the rest of the study reads from one place.
 - `artstudy.data`: Art datasets as tables of files and labels: load and validate them, re-split and subsample them, cache them resized, and serve them to fastai.
@@ -14,6 +15,7 @@ Modules:
 - `artstudy.metrics`: What fine-tuning changes: in the weights, in the features (CKA), in the maximal-activation images, and how far apart two datasets are.
 - `artstudy.models`: The backbone registry: ImageNet weights offline, layer names for the analysis, parameter groups, re-initialisation and checkpoints.
 - `artstudy.multitask`: One shared body, one head per task (style, genre, artist), a loss that ignores missing labels, and a metric per task.
+- `artstudy.params`: One typed schema for every parameter of a run and of a study: its type, default, range and meaning, written once.
 - `artstudy.pipeline`: One run, from its parameters to a finished run folder; and any checkpoint scored on any dataset.
 - `artstudy.report`: The study's findings, each decided by a paired test, with the figures and the settings behind every number.
 - `artstudy.runs`: The run folder, the sweep runner and the results table: a YAML grid becomes run folders, executed notebooks and one tidy table.

@@ -10,9 +10,11 @@ notebook; loading a checkpoint never needs anything defined here. Heavy modules 
 from __future__ import annotations
 import argparse, signal, sys, threading
 from pathlib import Path
+from .params import FIELDS, cli_help, cli_type
 
 # %% auto #0
-__all__ = ['cmd_data', 'build_parser', 'cmd_run', 'cmd_collect', 'cmd_report', 'cmd_evaluate', 'main', 'error_message']
+__all__ = ['cmd_data', 'build_parser', 'cmd_run', 'cmd_collect', 'cmd_report', 'cmd_evaluate', 'cmd_params', 'cmd_battery',
+           'main', 'error_message']
 
 # %% ../nbs/11_cli.ipynb #a16dc002
 def _add_data_parser(sub):
@@ -57,7 +59,7 @@ def cmd_data(args) -> int:
             else:
                 rep = verify_dataset(n, dataset_path(n, root=args.root), args.manifests)
                 print(format_report(rep)); bad += not rep["ok"]
-        except (FetchError, FileNotFoundError) as e: print(f"error: {e}", file=sys.stderr); bad += 1
+        except (FetchError, OSError) as e: print(f"error: {e}", file=sys.stderr); bad += 1   # a full disk too: go on with the next dataset
     print(f"{args.data_command}: {len(names) - bad} of {len(names)} datasets OK in {time.time() - t0:.0f} s")
     return 1 if bad else 0
 
@@ -66,17 +68,21 @@ def build_parser() -> argparse.ArgumentParser:
     "The `artstudy` argument parser (subcommands run, collect, report, evaluate)."
     p = argparse.ArgumentParser(prog="python -m artstudy", description="artstudy: ImageNet CNNs transferring to art.")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{run,collect,report,evaluate,data}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{run,collect,report,evaluate,battery,data,params}")
     r = sub.add_parser("run", help="execute a study's runs (papermill); finished runs are skipped")
     r.add_argument("config", help="study YAML, e.g. configs/quick.yaml")
     r.add_argument("--dry-run", action="store_true", help="list the runs and their state; execute nothing")
-    r.add_argument("--executor", choices=["local", "ray"], default="local")
-    r.add_argument("--workers", type=int, default=1, help="runs at a time (local) / CPUs of a local Ray instance")
+    schema = lambda name: dict(type=cli_type(name), default=FIELDS[name].default, help=cli_help(name))   # the one schema
+    r.add_argument("--executor", choices=["local", "ray"], **{**schema("executor"), "type": str})
+    r.add_argument("--workers", **{**schema("workers"), "default": None, "help": cli_help("workers") + " (default: 1 on "
+                   "the CPU; on GPUs, every slot that --runs-per-gpu gives)"})
+    r.add_argument("--runs-per-gpu", metavar="auto|N", **{**schema("runs_per_gpu"), "help": cli_help("runs_per_gpu") +
+                   " (the rule: artstudy.runs.runs_per_gpu)"})
     r.add_argument("--only", default=None, help="glob pattern(s) on run ids, comma-separated (dependencies included)")
     r.add_argument("--kernel", default=None, help="Jupyter kernel name (default python3)")
     r.add_argument("--runs-dir", default=None, help="runs folder (default: the runs_dir setting)")
     r.add_argument("--ray-address", default=None, help="address of an existing Ray cluster")
-    r.add_argument("--timeout", type=float, default=None, help="seconds allowed per notebook cell")
+    r.add_argument("--timeout", **schema("timeout"))
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--wait", action="store_true", help="if another runner holds the study, wait for it instead of stopping")
     c = sub.add_parser("collect", help="gather every metrics.json of a study into results.csv")
@@ -90,10 +96,25 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", required=True, help="dataset folder or name")
     e.add_argument("--out", required=True, help="output folder")
     e.add_argument("--label", default=None, help="label column (default: the dataset's main label)")
-    e.add_argument("--split", default=None, help="split to evaluate (default: the evaluation function's)")
+    e.add_argument("--split", default=None, choices=["train", "valid", "test"],
+                   help="split to evaluate (default: every image); the dataset must have that split")
     e.add_argument("--on-error", choices=["raise", "skip"], default="raise",
                    help="unreadable images or bad labels: stop and name them (raise), or leave them out with a warning (skip)")
+    b = sub.add_parser("battery", help="the transfer-mode findings on your own collection: check, plan, run, report")
+    b.add_argument("path", help="a folder of artworks: labels.csv, class folders or split folders")
+    b.add_argument("--label", default=None, help="the label column of a labels.csv (default: its first)")
+    b.add_argument("--budget", type=float, default=60.0, help="minutes the study may take (grids are sized to it; default 60)")
+    b.add_argument("--seeds", type=int, default=3, help="seeds per grid (at least 2; default 3)")
+    b.add_argument("--workers", **schema("workers"))
+    b.add_argument("--runs-dir", default=None, help="runs folder (default: the runs_dir setting)")
+    b.add_argument("--dry-run", action="store_true", help="check the collection and list the planned runs; train nothing")
+    b.add_argument("--replan", action="store_true", help="measure and plan again (the saved plan is reused otherwise)")
+    b.add_argument("--on-error", choices=["raise", "skip"], default="raise",
+                   help="unreadable images or bad rows: stop and name them (raise), or leave them out with a warning (skip)")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_data_parser(sub)
+    pp = sub.add_parser("params", help="list every parameter of the schema (type, default, range, meaning)")
+    pp.add_argument("--sync", action="store_true", help="re-render the experiment notebooks' parameter cells from the schema")
     return p
 
 # %% ../nbs/11_cli.ipynb #3363f735
@@ -112,10 +133,13 @@ def cmd_run(args) -> int:
         signal.signal(signal.SIGTERM, _interrupt)
     df = run_study(args.config, executor=args.executor, workers=args.workers, dry_run=args.dry_run,
                    kernel_name=args.kernel, progress=not args.no_progress, runs_dir=args.runs_dir, only=args.only,
-                   ray_address=args.ray_address, timeout=args.timeout, wait=args.wait)
+                   ray_address=args.ray_address, timeout=args.timeout, wait=args.wait, runs_per_gpu=args.runs_per_gpu)
     _show(df.drop(columns=[c for c in ("run_dir",) if c in df]))
     if args.dry_run:
         print(f"\n{len(df)} run(s): " + ", ".join(f"{n} {k}" for k, n in df.state.value_counts().items()))
+        if "estimate" in df.attrs:   # where the runs would go, and how long they should take
+            print(f"\n{df.attrs['placement']}\n\nTime estimate per grid (seconds):")
+            _show(df.attrs["estimate"]); print(df.attrs["estimate_text"])
         return 0
     counts = df.status.value_counts()
     print("\n" + ", ".join(f"{n} {k}" for k, n in counts.items()))
@@ -147,6 +171,33 @@ def cmd_evaluate(args) -> int:
     res = evaluate(args.checkpoint, args.data, label=args.label, out=args.out, split=args.split, on_error=args.on_error)
     if res is not None: print(res)
     return 0
+
+def cmd_params(args) -> int:
+    "Print the parameter schema; with --sync, re-render the experiment notebooks' parameter cells from it."
+    from artstudy.params import params_table, sync_parameter_cells
+    if not args.sync: _show(params_table()); return 0
+    changed = sync_parameter_cells()
+    print("\n".join(f"re-rendered {p}" for p in changed) or "every parameter cell matches the schema")
+    return 0
+
+def cmd_battery(args) -> int:
+    "Run the battery on a collection; prints the plan, the runs, the findings and where the report and explorer are."
+    from artstudy.battery import battery
+    out = battery(args.path, label=args.label, budget=args.budget, workers=args.workers, seeds=args.seeds,
+                  runs_dir=args.runs_dir, dry_run=args.dry_run, replan=args.replan, on_error=args.on_error,
+                  progress=not args.no_progress)
+    col, plan = out["collection"], out["plan"]
+    print(f"collection: {col.source} ({col.label}; {len(col.classes)} classes; splits "
+          f"{'its own' if col.own_splits else 'fixed by the battery in ' + str(col.view/'labels.csv')})")
+    if col.left_out: print(f"left out (too few images): {col.left_out}")
+    print(f"plan: {plan}" if plan else f"plan: reused from {out['config']}")
+    _show(out["runs"].drop(columns=[c for c in ("run_dir",) if c in out["runs"]]))
+    if args.dry_run: return 0
+    if f := out.get("report"):
+        if (fc := f.parent/"findings.csv").is_file(): print(fc.read_text())
+        print(f"report: {f}")
+    from artstudy.runs import FAILED
+    return 1 if out["runs"].status.isin(FAILED).any() else 0
 
 # %% ../nbs/11_cli.ipynb #5bdee6eb
 def main(argv=None) -> int:

@@ -23,9 +23,10 @@ from .metrics import (conv_kernels, bn_changes, block_weight_change, linear_cka,
     _weight_arrays, _weight_tables, _pooled_bn, _nanmean)
 
 # %% auto #0
-__all__ = ['run_weight_change', 'recalibrate_bn', 'random_change', 'random_control_model', 'analysis_pass', 'image_groups',
-           'save_result', 'load_result', 'run_training_images', 'compare', 'plot_layer_curves', 'plot_channel_boxes',
-           'plot_entropy_overlap', 'plot_topk_grid', 'imagenet_features', 'domain_similarity', 'distance_gain']
+__all__ = ['LAYER_KEYS', 'LAYER_COLUMNS', 'CHANNEL_METRICS', 'run_weight_change', 'recalibrate_bn', 'random_change',
+           'random_control_model', 'analysis_pass', 'Column', 'Columns', 'image_groups', 'save_result', 'load_result',
+           'run_training_images', 'compare', 'plot_layer_curves', 'plot_channel_boxes', 'plot_entropy_overlap',
+           'plot_topk_grid', 'imagenet_features', 'domain_similarity', 'distance_gain']
 
 # %% ../nbs/06a_compare.ipynb #e9e7a257
 def run_weight_change(run, start:str="init.pth", end:str="model.pth") -> pd.DataFrame:
@@ -55,6 +56,7 @@ def recalibrate_bn(model:nn.Module, loader, n_batches:int|None=None, device=None
         with torch.no_grad():
             for i, batch in enumerate(_progress(loader, progress)):
                 if n_batches is not None and i >= n_batches: break
+                if len(batch[0]) < 2: continue   # a last batch of one image: BN in training mode needs two values per channel
                 model(batch[0].to(dev)); seen += len(batch[0])
     finally:
         for m, mo in zip(bns, moms): m.momentum = mo
@@ -127,9 +129,94 @@ def analysis_pass(model_a, model_b, loader, layers, k:int=100, progress:bool=Tru
     return dict(feats=cat(feats), spatial=cat(sp) if spatial else None, topk=tk, k=k,
                 labels=torch.cat(ys) if ys else torch.empty(0))
 
-# %% ../nbs/06a_compare.ipynb #967301f2
-_PAIRS = {"": ("a", "b"), "_ctrl_b": ("ctrl", "b"), "_a_ctrl": ("a", "ctrl"), "_a_rand": ("a", "rand")}   # suffix → (reference, compared)
+# %% ../nbs/06a_compare.ipynb #5c1a0c01
+@dataclasses.dataclass(frozen=True)
+class Column:
+    "What a registered column of `compare`'s tables measures, and in which unit."
+    meaning: str
+    unit: str = ""
 
+class Columns(dict):
+    "`{name: Column}` whose names read as attributes: `cols.cka` is `'cka'`; an unknown name is an AttributeError."
+    def __getattr__(self, name:str) -> str:
+        if name in self: return name
+        raise AttributeError(f"no registered column {name!r}; registered: {', '.join(self)}")
+    def register(self, name:str, meaning:str, unit:str="") -> str:
+        "Add column `name` (an error if it is already registered); returns the name."
+        if name in self: raise ValueError(f"column {name!r} is already registered: {self[name].meaning}")
+        self[name] = Column(meaning, unit)
+        return name
+
+_PAIRS = {"": ("a", "b"), "_ctrl_b": ("ctrl", "b"), "_a_ctrl": ("a", "ctrl"), "_a_rand": ("a", "rand")}   # suffix → (reference, compared)
+_MODELS = dict(a="the reference A (ImageNet)", b="the compared model B (fine-tuned)",
+               ctrl="the BN-recalibrated control (A, BN statistics re-estimated)",
+               rand="the matched random-change control (A moved by B's per-tensor ‖ΔW‖ in a random direction)")
+
+# %% ../nbs/06a_compare.ipynb #5c1a0c02
+_CKA, _OV, _ENT, _P = "CKA (0–1)", "fraction of the top-k set (0–1)", "normalised class entropy (0–1)", "p-value"
+
+def _columns(rows) -> Columns:
+    "A `Columns` registry of `(name, meaning, unit)` rows."
+    cols = Columns()
+    for r in rows: cols.register(*r)
+    return cols
+
+def _cka_rows(suffix:str, x:str, y:str) -> list:
+    "The CKA columns of one model pair: value, permutation null, biased and spatial variants."
+    pair = f"{_MODELS[x]} vs {_MODELS[y]}"
+    return [(f"cka{suffix}", f"debiased linear CKA of the pooled features, {pair}", _CKA),
+            (f"cka_perm_mean{suffix}", f"mean of the image-permutation null of cka{suffix}", _CKA),
+            (f"cka_perm_q95{suffix}", f"95th percentile of the image-permutation null of cka{suffix}", _CKA),
+            (f"cka_biased{suffix}", f"biased (plain) linear CKA, {pair}", _CKA),
+            (f"cka_spatial{suffix}", f"debiased CKA of spatially sampled features (spatial > 0), {pair}", _CKA)]
+
+LAYER_KEYS = _columns([
+    ("layer", "the layer's dotted module name"), ("depth", "its position among the analysis layers (0 = lowest)"),
+    ("group", "the jackknife image group left out (jackknife table only)"), ("n_images", "images analysed"),
+    ("k", "top-k set size"), ("n_channels", "channels of the layer"),
+    ("producer", "the conv producing the layer's channels (its weight change is the layer's)")])
+
+LAYER_COLUMNS = _columns([r for s, (x, y) in _PAIRS.items() for r in _cka_rows(s, x, y)] + [
+    ("overlap_mean", "mean over channels of the top-k overlap |A∩B|/k", _OV),
+    ("overlap_chance", "the overlap of unrelated top-k sets, k/N per channel", _OV),
+    ("overlap_null_q05", "5th percentile of the overlap's permutation null", _OV),
+    ("overlap_null_q95", "95th percentile of the overlap's permutation null", _OV),
+    ("overlap_p", "p of an overlap above its null", _P), ("overlap_p_lower", "p of an overlap below its null", _P),
+    ("overlap_a_ctrl", f"mean top-k overlap, {_MODELS['a']} vs {_MODELS['ctrl']}", _OV),
+    ("overlap_a_rand", f"mean top-k overlap, {_MODELS['a']} vs {_MODELS['rand']}", _OV),
+    ("overlap_ctrl_b", f"mean top-k overlap, {_MODELS['ctrl']} vs {_MODELS['b']}", _OV),
+    *[(f"entropy_{m}", f"mean class entropy of the channels' top-k sets in {d}", _ENT) for m, d in _MODELS.items()],
+    ("entropy_change", "entropy_b − entropy_a", _ENT),
+    ("entropy_null_q05", "5th percentile of the entropy change's label-permutation null", _ENT),
+    ("entropy_null_q95", "95th percentile of that null", _ENT), ("entropy_p", "two-sided p of the entropy change", _P),
+    ("frobenius", "‖W_B − W_A‖_F of the layer's conv kernels", "weight units"),
+    ("relative_frobenius", "‖W_B − W_A‖_F / ‖W_A‖_F of the layer's conv kernels", "ratio"),
+    ("mean_relative_change", "mean over filters of D_k = mean|ΔW| / mean|W_A|", "ratio"),
+    ("median_relative_change", "median over filters of D_k", "ratio"),
+    ("bn_gamma_change", "‖Δγ‖ / ‖γ_A‖ of the layer's BatchNorms", "ratio"),
+    ("bn_beta_change", "‖Δβ‖ / ‖β_A‖ of the layer's BatchNorms (NaN where β_A = 0)", "ratio"),
+    ("bn_gamma_abs", "‖Δγ‖ of the layer's BatchNorms", "weight units"),
+    ("bn_beta_abs", "‖Δβ‖ of the layer's BatchNorms", "weight units"),
+    ("dead_a", f"channels never positive on the images in {_MODELS['a']}", "channels"),
+    ("dead_b", f"channels never positive on the images in {_MODELS['b']}", "channels"),
+    ("mean_overlap", "= overlap_mean (older name)", _OV), ("mean_entropy_a", "= entropy_a (older name)", _ENT),
+    ("mean_entropy_b", "= entropy_b (older name)", _ENT)])
+
+CHANNEL_METRICS = _columns([
+    ("relative_change", "D_k = mean|ΔW| / mean|W_A| of the filter producing the channel", "ratio"),
+    ("overlap", "top-k overlap |A∩B|/k of the channel", _OV),
+    ("overlap_ctrl_b", "top-k overlap of the channel, control vs B", _OV),
+    ("entropy_a", "class entropy of the channel's top-k set in A", _ENT),
+    ("entropy_b", "class entropy of the channel's top-k set in B", _ENT),
+    ("dead_a", "1 if the channel is never positive in A", "0/1"), ("dead_b", "1 if the channel is never positive in B", "0/1")])
+
+def _registered(df:pd.DataFrame, table:str, *registries) -> pd.DataFrame:
+    "`df` unchanged if every column is registered in one of `registries`; else a ValueError naming the others."
+    if extra := [c for c in df.columns if not any(c in r for r in registries)]:
+        raise ValueError(f"the {table} table has unregistered columns {extra}: register them in compare.LAYER_COLUMNS")
+    return df
+
+# %% ../nbs/06a_compare.ipynb #967301f2
 def _cka_columns(res, layer, n_perm:int, seed:int) -> dict:
     "Debiased CKA with its permutation mean and 95th percentile (and biased, spatial) for each model pair present."
     F, out = res["feats"], {}
@@ -245,8 +332,12 @@ def _tables(model_a, model_b, res, layers, k, n_classes, n_perm:int=200, seed:in
         rows.append(row)
         per.update(dead_a=da.astype(float), dead_b=db.astype(float), relative_change=dk)
         chans += [pd.DataFrame(dict(layer=l, depth=depth, channel=np.arange(C), metric=m, value=v)) for m, v in per.items()]
-    return dict(weights=wtidy, weight_layers=wsumm, layers=pd.DataFrame(rows), channels=pd.concat(chans, ignore_index=True),
-                topk=topk, labels=labels.numpy(), jackknife=_jackknife(res, layers, full, k, n_classes, groups))
+    channels = pd.concat(chans, ignore_index=True)
+    if extra := sorted(set(channels.metric) - set(CHANNEL_METRICS)):
+        raise ValueError(f"unregistered channel metrics {extra}: register them in compare.CHANNEL_METRICS")
+    return dict(weights=wtidy, weight_layers=wsumm, channels=channels, topk=topk, labels=labels.numpy(),
+                layers=_registered(pd.DataFrame(rows), "layers", LAYER_KEYS, LAYER_COLUMNS),
+                jackknife=_registered(_jackknife(res, layers, full, k, n_classes, groups), "jackknife", LAYER_KEYS, LAYER_COLUMNS))
 
 # %% ../nbs/06a_compare.ipynb #22c6e2eb
 _FRAMES = ("weights", "weight_layers", "layers", "channels", "jackknife")
@@ -303,7 +394,8 @@ def run_training_images(run):
     folder = Path(run) if Path(run).is_dir() else Path(run).parent
     p = RunFolder(folder).read_params()
     if not p.get("dataset"): raise FileNotFoundError(f"{folder/'params.json'} is missing or names no dataset: not a training run folder")
-    ds, _ = select_data(run_config({f.name: p[f.name] for f in fields(RunConfig) if f.name in p}))
+    names = getattr(RunConfig, "model_fields", None) or [f.name for f in fields(RunConfig)]   # pydantic, or a dataclass
+    ds, _ = select_data(run_config({k: p[k] for k in names if k in p}))
     want = (p.get("data") or {}).get("checksums", {}).get("selection")
     if want and data_checksums(ds)["selection"] != want:
         raise ValueError(f"the images rebuilt from {folder/'params.json'} are not the ones the run trained on (the dataset "

@@ -8,20 +8,21 @@ RNG, and writes files atomically so that a killed run never leaves a half-writte
 
 # %% ../nbs/00_config.ipynb #1843adfc
 from __future__ import annotations
-import configparser, hashlib, json, os, random, re, subprocess, sys, tempfile, warnings, zipfile
+import configparser, errno, hashlib, json, os, random, re, secrets, subprocess, sys, tempfile, warnings, zipfile
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 import numpy as np, torch
 
 # %% auto #0
-__all__ = ['DEFAULTS', 'STAGED_METRICS', 'METRICS', 'CHECKPOINTS', 'HEADLINES', 'PREDICTIONS', 'STUDY_PACKAGES', 'FAST_CPU_ENV',
-           'find_settings', 'project_root', 'settings', 'get_setting', 'data_roots', 'dataset_path', 'data_root',
-           'runs_dir', 'cache_dir', 'seed_everything', 'default_device', 'atomic_path', 'atomic_write_text',
-           'atomic_write_json', 'atomic_save', 'read_json', 'RunFolder', 'sha256_file', 'checkpoint_digests',
-           'checkpoint_problem', 'check_checkpoint', 'stage_metrics', 'finish_run', 'metrics_problem', 'run_problem',
-           'files_digest', 'run_predictions', 'error_list', 'strip_ansi', 'is_whole', 'count_problem', 'check_writable',
-           'git_commit', 'package_versions', 'state_dict_hash', 'fast_env_makefile', 'interactive']
+__all__ = ['DEFAULTS', 'STAGED_METRICS', 'METRICS', 'CHECKPOINTS', 'GPU_PEAK_MB', 'HEADLINES', 'PREDICTIONS', 'STUDY_PACKAGES',
+           'FAST_CPU_ENV', 'find_settings', 'project_root', 'settings', 'get_setting', 'data_roots', 'dataset_path',
+           'data_root', 'runs_dir', 'cache_dir', 'seed_everything', 'default_device', 'atomic_path',
+           'atomic_write_text', 'atomic_write_json', 'atomic_save', 'read_json', 'RunFolder', 'sha256_file',
+           'checkpoint_digests', 'checkpoint_problem', 'check_checkpoint', 'stage_metrics', 'finish_run',
+           'metrics_problem', 'run_problem', 'files_digest', 'run_predictions', 'error_list', 'strip_ansi', 'is_whole',
+           'count_problem', 'check_writable', 'git_commit', 'package_versions', 'state_dict_hash', 'fast_env_makefile',
+           'interactive']
 
 # %% ../nbs/00_config.ipynb #10b0bc11
 DEFAULTS = dict(data_root="", runs_dir="runs", cache_dir=".cache", backbone="efficientnet_lite0", image_size=128,
@@ -174,17 +175,45 @@ def default_device(device=None) -> torch.device:
     return torch.device("cpu")
 
 # %% ../nbs/00_config.ipynb #0bb6509f
-@contextmanager
-def atomic_path(path):
-    "Yield a temporary path beside `path`; on success it replaces `path` atomically, on error it is removed."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"); os.close(fd)
+def _new_temp(path:Path) -> Path:
+    "A new empty file beside `path`, with the mode `open` gives (0o666 less the umask; `mkstemp` gives 0600)."
+    while True:
+        tmp = path.parent/f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try: os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)); return tmp
+        except FileExistsError: continue
+
+_NO_SPACE = {errno.ENOSPC: "no space left", errno.EDQUOT: "no space left (disk quota exceeded)"}
+
+def _space_errno(e:BaseException, tmp:Path|None) -> int|None:
+    "ENOSPC/EDQUOT if `e` came from a full disk: an `OSError` saying so, or torch's `RuntimeError` and a failing probe write."
+    if isinstance(e, OSError): return e.errno if e.errno in _NO_SPACE else None
+    if not isinstance(e, RuntimeError) or tmp is None: return None
     try:
-        yield Path(tmp)
-        with open(tmp, "rb+") as f: os.fsync(f.fileno())
+        with open(tmp, "ab") as f: f.write(bytes(1 << 16)); f.flush(); os.fsync(f.fileno())
+    except OSError as p: return p.errno if p.errno in _NO_SPACE else None
+    return None
+
+def _no_space_error(path:Path, code:int) -> OSError:
+    e = OSError(f"{_NO_SPACE[code]} on {path.parent} while writing {path.name} (nothing was written under that name): "
+                "free space there and rerun")
+    e.errno = code
+    return e
+
+@contextmanager
+def atomic_path(path, fsync:bool=True):
+    "Yield a temporary path beside `path`; on success it replaces `path` atomically, on error it is removed."
+    path, tmp = Path(path), None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True); tmp = _new_temp(path)
+        yield tmp
+        if fsync:
+            with open(tmp, "rb+") as f: os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:   # a full disk: one clear error, whatever the writer raised
+        if code := _space_errno(e, tmp): raise _no_space_error(path, code) from None
+        raise
     finally:
-        if os.path.exists(tmp): os.remove(tmp)
+        if tmp is not None and os.path.lexists(tmp): os.remove(tmp)
 
 def _default(o):
     if isinstance(o, (np.integer,)): return int(o)
@@ -322,6 +351,14 @@ def _runner_gone() -> int|None:
     except (PermissionError, ValueError): pass
     return None
 
+GPU_PEAK_MB = "gpu_peak_mb"   # metrics: the run's peak GPU memory reserved by torch, MiB (absent without CUDA)
+
+def _gpu_peak_mb() -> int|None:
+    "Peak GPU memory torch reserved in this process, MiB (None if CUDA was never used); what placing runs on GPUs reads."
+    torch_ = sys.modules.get("torch")
+    if torch_ is None or not torch_.cuda.is_available() or not torch_.cuda.is_initialized(): return None
+    return round(max(torch_.cuda.max_memory_reserved(i) for i in range(torch_.cuda.device_count())) / 2**20)
+
 def finish_run(run_dir, quiet:bool|None=None) -> dict:
     "Promote `run_dir/metrics.staged.json` to `metrics.json` atomically (the run is now finished); returns the metrics."
     d = Path(run_dir); staged, final = RunFolder(d).staged, RunFolder(d).metrics
@@ -333,6 +370,8 @@ def finish_run(run_dir, quiet:bool|None=None) -> dict:
         raise FileNotFoundError(f"{staged} not found: the run wrote no result, so it cannot be finished. "
                                 "Run the notebook from the top (its training cell writes the staged result).")
     m = read_json(staged)
+    if isinstance(m, dict) and GPU_PEAK_MB not in m and (peak := _gpu_peak_mb()) is not None:
+        m[GPU_PEAK_MB] = peak; atomic_write_json(staged, m)
     with open(staged, "rb+") as f: os.fsync(f.fileno())
     os.replace(staged, final)
     if quiet is None: quiet = bool(os.environ.get("PAPERMILL_EXECUTION") or os.environ.get("ARTSTUDY_RUNNER"))

@@ -12,10 +12,17 @@ channel's panels can be exported to HTML (always) or PNG (with kaleido and Chrom
 
 # %% ../nbs/08_explorer.ipynb #35a1419d
 from __future__ import annotations
-# plotly's widget module first: in a kernel its imports (nbformat, jsonschema, rfc3987_syntax) took 1.5 s first and 4 s
-# after the others (measured in the explorer's Voilà kernel; the cause is unknown)
-import plotly.basewidget
-import base64, io, os, shutil, time
+import sys
+# plotly imports nbformat, and nbformat jsonschema, whose optional IRI format check (rfc3987_syntax) builds a grammar when
+# it is imported: 1.9 s of every explorer start in a plain process, 3 s in the explorer's Voilà kernel, for a check that
+# nothing here uses. While plotly loads, that module reads as absent, so jsonschema goes without it; the entry is
+# removed afterwards, so a later `import rfc3987_syntax` works as usual.
+_skip_iri = not any(m in sys.modules for m in ("jsonschema", "rfc3987_syntax"))
+if _skip_iri: sys.modules["rfc3987_syntax"] = None
+try: import plotly.basewidget
+finally:
+    if _skip_iri: sys.modules.pop("rfc3987_syntax", None)
+import base64, hashlib, io, json, os, shutil, time, warnings
 from copy import deepcopy
 from functools import lru_cache
 from pathlib import Path
@@ -25,19 +32,21 @@ from plotly.subplots import make_subplots
 import ipywidgets as W
 from traitlets import Bytes, Instance
 from fastcore.basics import patch
-from .config import RunFolder, project_root, sha256_file
-from .compare import compare
+from . import config
+from .config import RunFolder, atomic_path, atomic_write_json, cache_dir, dataset_path, project_root, sha256_file
+from .compare import CHANNEL_METRICS as CM, compare, load_result
 
 # %% auto #0
-__all__ = ['METRICS', 'SORT_KEYS', 'FEATVIS_DEFAULTS', 'channel_table', 'sort_channels', 'channel_summary', 'plot_channel_metric',
-           'plot_featvis_pair', 'plot_topk_pair', 'plot_class_histogram', 'plot_channel_metrics', 'channel_figures',
-           'featvis_images', 'find_browser', 'figures_png', 'export_channel', 'resolve_run_path', 'find_runs',
-           'checkpoint_path', 'run_comparison', 'redraw', 'FilterExplorer', 'explore']
+__all__ = ['METRICS', 'SORT_KEYS', 'DK_LABEL', 'THUMB_VERSION', 'FEATVIS_DEFAULTS', 'REFERENCES', 'CONTROL_N_CALIB', 'TOP_K',
+           'N_IMAGES', 'PREPARED', 'VOILA_ARGS', 'channel_table', 'sort_channels', 'channel_summary', 'format_dk',
+           'metric_label', 'plot_channel_metric', 'plot_featvis_pair', 'plot_topk_pair', 'plot_class_histogram',
+           'plot_channel_metrics', 'channel_figures', 'featvis_images', 'find_browser', 'figures_png', 'export_channel',
+           'resolve_run_path', 'find_runs', 'control_checkpoint', 'checkpoint_path', 'run_comparison',
+           'prepare_explorer', 'read_prepared', 'redraw', 'FilterExplorer', 'explore']
 
 # %% ../nbs/08_explorer.ipynb #1e185525
-METRICS = {"D_k": "relative_change", "overlap": "overlap", "entropy_a": "entropy_a", "entropy_b": "entropy_b",
-           "dead_a": "dead_a", "dead_b": "dead_b"}  # explorer column → metric name in `compare`'s channels frame
-SORT_KEYS = ["D_k", "overlap", "entropy_a", "entropy_b", "channel"]
+METRICS = {"D_k": CM.relative_change, **{m: m for m in (CM.overlap, CM.entropy_a, CM.entropy_b, CM.dead_a, CM.dead_b)}}
+SORT_KEYS = ["D_k", CM.overlap, CM.entropy_a, CM.entropy_b, "channel"]   # METRICS: explorer column → `channels` metric
 
 def channel_table(res:dict, layer:str) -> pd.DataFrame:
     "One row per channel of `layer` in a `compare` result: D_k, overlap, entropy_a, entropy_b, dead_a, dead_b."
@@ -66,6 +75,24 @@ def channel_summary(res:dict, layer:str, channel:int) -> dict:
     cls = {m: (labels[i] if labels.ndim == 1 and len(labels) else np.full(len(i), -1)) for m, i in top.items()}
     return dict(layer=layer, channel=int(channel), metrics=t.loc[channel].to_dict(), topk=top, classes=cls)
 
+# %% ../nbs/08_explorer.ipynb #d4e1f002
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+DK_LABEL = "D_k = mean|ΔW| / mean|W₀| (ratio; 1 = moved by its own size)"
+
+def format_dk(v, digits:int=2) -> str:
+    "D_k with `digits` significant digits: plain for 0.01 ≤ |v| < 1000, else `m×10ⁿ`; '0' for 0, 'n/a' for missing."
+    if v is None or not np.isfinite(float(v)): return "n/a"
+    v = float(v)
+    if v == 0: return "0"
+    m, e = f"{v:.{digits - 1}e}".split("e")
+    if -2 <= int(e) <= 2: return f"{v:#.{digits}g}".rstrip(".")
+    return f"{m}×10{str(int(e)).translate(_SUPERSCRIPT)}"
+
+def metric_label(col:str) -> str:
+    "Axis label of explorer column `col`: D_k with its definition, the others with their unit (`compare.CHANNEL_METRICS`)."
+    if col == "D_k": return DK_LABEL
+    return f"{col} ({CM[METRICS[col]].unit})" if col in METRICS else col
+
 # %% ../nbs/08_explorer.ipynb #bc813ab6
 def plot_channel_metric(table:pd.DataFrame, by:str="D_k", channel:int|None=None, descending:bool=True,
                         title:str="") -> go.Figure:
@@ -74,14 +101,17 @@ def plot_channel_metric(table:pd.DataFrame, by:str="D_k", channel:int|None=None,
     col = "D_k" if by == "channel" else by
     y = table[col].to_numpy(dtype=float)[order]
     fig = go.Figure(go.Scatter(x=np.arange(len(order)), y=y, mode="markers", customdata=order, name="channels",
-                               marker=dict(size=6, color="#636efa"),
-                               hovertemplate="rank %{x}<br>channel %{customdata}<br>" + col + " %{y:.3g}<extra></extra>"))
+                               marker=dict(size=6, color="#636efa"), text=[format_dk(v) for v in y] if col == "D_k" else None,
+                               hovertemplate="rank %{x}<br>channel %{customdata}<br>" + col
+                                             + (" %{text}" if col == "D_k" else " %{y:.3g}") + "<extra></extra>"))
     if channel is not None:
         r = int(np.flatnonzero(order == channel)[0])
         fig.add_trace(go.Scatter(x=[r], y=[y[r]], mode="markers", name=f"channel {channel}", customdata=[channel],
                                  marker=dict(size=13, color="red", symbol="circle-open", line=dict(width=3))))
-    return fig.update_layout(title=title or f"{col} per channel, sorted by {by}", xaxis_title="rank", yaxis_title=col,
-                             height=260, margin=dict(l=50, r=10, t=40, b=40), showlegend=False)
+    if col == "D_k": fig.update_yaxes(exponentformat="power", showexponent="all")   # 10⁻⁴, not 0.0001 or 100µ
+    return fig.update_layout(title=title or f"{col} per channel, sorted by {by}", xaxis_title="rank",
+                             yaxis_title=metric_label(col), height=260, margin=dict(l=50, r=10, t=40, b=40),
+                             showlegend=False)
 
 def _placeholder(fig, text, **kw):
     fig.add_annotation(text=text, showarrow=False, font=dict(size=12, color="grey"), **kw)
@@ -90,11 +120,15 @@ def _img_u8(img) -> np.ndarray:
     a = img.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() if torch.is_tensor(img) else np.asarray(img)
     return (a * 255).round().astype(np.uint8) if a.dtype != np.uint8 else a
 
-def _png_uri(img) -> str:
-    "An image ((3,H,W) tensor in [0,1] or (H,W,3) array) as a PNG data URI, for a `go.Image` `source`."
+def _png_bytes(img) -> bytes:
+    "An image ((3,H,W) tensor in [0,1] or (H,W,3) array) as PNG file bytes."
     from PIL import Image
     buf = io.BytesIO(); Image.fromarray(_img_u8(img)).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return buf.getvalue()
+
+def _png_uri(img) -> str:
+    "An image as a PNG data URI, for a `go.Image` `source`."
+    return "data:image/png;base64," + base64.b64encode(_png_bytes(img)).decode()
 
 def plot_featvis_pair(images:dict, title:str="", size:int=200) -> go.Figure:
     "Feature visualisations side by side: `images` is {label: (3,H,W) tensor in [0,1], or None when not rendered}."
@@ -113,11 +147,22 @@ def plot_featvis_pair(images:dict, title:str="", size:int=200) -> go.Figure:
                              margin=dict(l=10, r=10, t=60, b=10))
 
 # %% ../nbs/08_explorer.ipynb #ac08741a
+THUMB_VERSION = 1   # part of every thumbnail's key: change it when thumbnails are made differently
+
+def _thumb_file(path:str, size:int) -> Path:
+    "Where the `size` px thumbnail of image file `path` is kept: keyed by the file's path, byte size and mtime."
+    st = os.stat(path)
+    ident = json.dumps([THUMB_VERSION, str(Path(path).resolve()), st.st_size, st.st_mtime_ns, int(size)])
+    return cache_dir() / "thumbs" / f"{hashlib.sha256(ident.encode()).hexdigest()[:24]}.png"
+
 @lru_cache(maxsize=4096)
 def _thumb(path:str, size:int) -> str:
-    "A square thumbnail of image file `path` (the one image loader, `artstudy.data.load_image`) as a PNG data URI, kept."
-    from artstudy.data import load_image
-    return _png_uri(load_image(path, size))
+    "A square thumbnail of image file `path` (the one image loader, `artstudy.data.load_image`) as a PNG data URI, kept on disk."
+    f = _thumb_file(path, size)
+    if not (f.is_file() and f.stat().st_size):
+        from artstudy.data import load_image   # for a new thumbnail only: importing `data` took seconds of the explorer's start
+        with atomic_path(f, fsync=False) as tmp: Path(tmp).write_bytes(_png_bytes(load_image(path, size)))
+    return "data:image/png;base64," + base64.b64encode(f.read_bytes()).decode()
 
 def plot_topk_pair(files, topk:dict, labels=None, classes=None, n:int=8, size:int=80, title:str="") -> go.Figure:
     "Top-`n` images of a channel per model (`topk`: {label: image indices into `files`}), titled by class; • = in both."
@@ -162,15 +207,16 @@ def plot_class_histogram(topk:dict, labels, classes, title:str="") -> go.Figure:
 def plot_channel_metrics(summary:dict, labels=("reference", "fine-tuned")) -> go.Figure:
     "Horizontal bars (with their values) of one channel's D_k, top-k overlap, class entropies and dead flags."
     m = summary["metrics"]
-    rows = [("D_k (relative change)", m.get("D_k")), ("top-k overlap", m.get("overlap")),
-            (f"class entropy, {labels[0]}", m.get("entropy_a")), (f"class entropy, {labels[1]}", m.get("entropy_b")),
-            (f"dead in {labels[0]}", m.get("dead_a")), (f"dead in {labels[1]}", m.get("dead_b"))]
+    rows = [(DK_LABEL, m.get("D_k")), ("top-k overlap", m.get(CM.overlap)),
+            (f"class entropy, {labels[0]}", m.get(CM.entropy_a)), (f"class entropy, {labels[1]}", m.get(CM.entropy_b)),
+            (f"dead in {labels[0]}", m.get(CM.dead_a)), (f"dead in {labels[1]}", m.get(CM.dead_b))]
     nan = lambda v: v is None or (isinstance(v, float) and np.isnan(v))
+    text = [format_dk(rows[0][1])] + ["n/a" if nan(v) else f"{v:.3f}" for _, v in rows[1:]]
     fig = go.Figure(go.Bar(x=[None if nan(v) else float(v) for _, v in rows], y=[r[0] for r in rows], orientation="h",
-                           text=["n/a" if nan(v) else f"{v:.3f}" for _, v in rows], textposition="auto",
+                           text=text, textposition="auto",
                            marker_color=["#ab63fa", "#00cc96", "#636efa", "#ef553b", "#636efa", "#ef553b"], name="metrics"))
     fig.update_yaxes(autorange="reversed")
-    return fig.update_layout(title=f"{summary['layer']} : channel {summary['channel']}", height=260, width=440,
+    return fig.update_layout(title=f"{summary['layer']} : channel {summary['channel']}", height=260, width=560,
                              margin=dict(l=10, r=10, t=40, b=30), showlegend=False)
 
 # %% ../nbs/08_explorer.ipynb #5521281d
@@ -239,31 +285,182 @@ def resolve_run_path(p) -> Path:
     p = Path(p).expanduser()
     return p if p.is_absolute() or p.exists() else project_root() / p
 
-def find_runs(*paths) -> dict:
+def find_runs(*paths, verified:bool=False) -> dict:
     "{name: run folder} of the finished runs (metrics.json, model.pth, init.pth, no error.txt) given or one level under `paths`."
     out = {}
     for p in map(resolve_run_path, paths):
         for r in ([p] if RunFolder(p).model.is_file() else sorted(q for q in p.iterdir() if q.is_dir()) if p.is_dir() else []):
             rf = RunFolder(r)
-            if rf.state() == "finished" and rf.model.is_file() and rf.init.is_file(): out[r.name] = r
+            if rf.state() == "finished" and rf.model.is_file() and rf.init.is_file() and not (verified and config.run_problem(r)):
+                out[r.name] = r
     return out
 
-def checkpoint_path(run, reference:str="init") -> Path:
-    "The checkpoint of `reference` for run folder `run`: its init.pth for 'init', else the other run's model.pth."
+REFERENCES = {"control": "BN control", "init": "init"}   # built-in references → their label; else a run folder
+CONTROL_N_CALIB = 200   # train images that calibrate the BN control of a run folder that does not record its own
+TOP_K, N_IMAGES = 20, 200   # the explorer's comparison: top-k images per channel, among this many images of the split
+
+def _params_dataset(run, dataset=None):
+    "`dataset`, else the dataset that run folder `run` recorded (its folder and label, or its name); None if neither."
+    if dataset is not None: return dataset
+    p = RunFolder(run).read_params(); d = p.get("data") or {}
+    if d.get("path"):
+        from artstudy.data import load_dataset
+        return load_dataset(d["path"], label=d.get("label"), progress=False)
+    return p.get("dataset")
+
+def _data_id(dataset, params:dict) -> str:
+    "What identifies the calibration data of a control: the dataset given (folder, label), else what the run recorded."
+    if dataset is None: return json.dumps([params.get("data"), params.get("dataset")], sort_keys=True, default=str)
+    return json.dumps([str(getattr(dataset, "root", dataset)), getattr(dataset, "label", None)], default=str)
+
+def _calibration_images(run, dataset, n_calib:int):
+    "The control's calibration images: the run's training images (as the findings' control), else `n_calib` train images."
+    from artstudy.compare import run_training_images, _calibration
+    if RunFolder(run).read_params().get("dataset"): return run_training_images(run), "the run's training images"
+    ds = _params_dataset(run, dataset)
+    if ds is None: raise ValueError(f"cannot calibrate the BN control of {run}: its params.json names no dataset; pass dataset=")
+    if not hasattr(ds, "df"):
+        from artstudy.data import load_dataset
+        ds = load_dataset(ds)
+    return _calibration(ds, None, n_calib), f"{n_calib} train images of {ds.name}"
+
+def _digest(obj) -> str:
+    "A short SHA-256 of `obj` as sorted JSON: the name of a file keyed by what it was made from."
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+def _control_file(run, dataset=None, size:int|None=None, n_calib:int=CONTROL_N_CALIB) -> tuple[Path, int]:
+    "Where the BN control of run folder `run` is kept (keyed by the init, the run's parameters, the images, the size), and its size."
+    rf, p = RunFolder(run), RunFolder(run).read_params()
+    size = int(size or p.get("image_size") or config.get_setting("image_size"))
+    ident = dict(v=1, init=sha256_file(rf.init), params=sha256_file(rf.params) if rf.params.is_file() else None,
+                 size=size, data=None if p.get("dataset") else [_data_id(dataset, p), n_calib])
+    return Path(run)/"analysis"/f"control-{_digest(ident)}.pth", size
+
+def control_checkpoint(run, dataset=None, size:int|None=None, n_calib:int=CONTROL_N_CALIB, bs:int|None=None,
+                       progress:bool=False) -> Path:
+    "The BN control of run folder `run`: its init.pth with BN statistics re-estimated, made once in `run/analysis/`."
+    from artstudy.config import get_setting
+    rf = RunFolder(run)
+    out, size = _control_file(run, dataset, size, n_calib)
+    if out.is_file(): return out
+    from artstudy.compare import recalibrate_bn
+    from artstudy.data import eval_loader
+    from artstudy.models import backbone_cfg, load_checkpoint, save_checkpoint
+    cal, what = _calibration_images(run, dataset, n_calib)
+    model = load_checkpoint(rf.init)
+    c = backbone_cfg(model)
+    dl = eval_loader(cal, split=None, size=size, bs=int(get_setting("batch_size", bs)), stats=(c["mean"], c["std"]))
+    recalibrate_bn(model, dl, progress=progress)
+    return save_checkpoint(model, out, reference="bn_control", calibration=what, n_calib=len(cal.df), image_size=size)
+
+def checkpoint_path(run, reference:str="control", dataset=None, size:int|None=None) -> Path:
+    "The checkpoint of `reference` for run folder `run`: the BN control ('control'), its init.pth ('init'), or a run's model."
+    if str(reference) == "control": return control_checkpoint(run, dataset, size)
     return RunFolder(run).init if str(reference) == "init" else RunFolder(reference).model
 
-def run_comparison(run, reference="init", dataset=None, k:int=20, n_images:int|None=200, split:str|None="valid",
+def run_comparison(run, reference="control", dataset=None, k:int=TOP_K, n_images:int|None=N_IMAGES, split:str|None="valid",
                    size:int|None=None, progress:bool=False, **kwargs) -> dict:
-    "`compare(reference, run, ...)` on the run's dataset, label and image size unless given (cached in the run)."
-    p = RunFolder(run).read_params()
-    if dataset is None:
-        from artstudy.data import load_dataset
-        d = p.get("data") or {}
-        dataset = load_dataset(d["path"], label=d.get("label"), progress=False) if d.get("path") else p.get("dataset")
-        if dataset is None: raise ValueError(f"{run} has no params.json naming its dataset; pass dataset=")
-    size = size or p.get("image_size")
-    ref = "init" if str(reference) == "init" else checkpoint_path(run, reference)
-    return compare(ref, run, dataset, k=k, n_images=n_images, split=split, size=size, progress=progress, **kwargs)
+    "`compare(reference, run, ...)` on the run's dataset, label and image size unless given: cached in the run, found without a model."
+    ref = checkpoint_path(run, reference, dataset, size)
+    size = size or RunFolder(run).read_params().get("image_size")
+    index = _index_file(run, ref, dataset, size, dict(k=k, n_images=n_images, split=split, **kwargs))
+    if index is not None and (hit := _read_index(index)) is not None: return hit
+    data = _params_dataset(run, dataset)
+    if data is None: raise ValueError(f"{run} has no params.json naming its dataset; pass dataset=")
+    res = compare("init" if str(reference) == "init" else ref, run, data, k=k, n_images=n_images, split=split, size=size,
+                  progress=progress, **kwargs)
+    if index is not None:
+        npz = Path(kwargs.get("cache_folder") or Path(run)/"analysis") / f"{res['key']}.npz"
+        atomic_write_json(index, dict(key=res["key"], result=os.path.relpath(npz, index.parent), reference=str(reference)))
+    return res
+
+# %% ../nbs/08_explorer.ipynb #e7a1c0d2
+def _folder_digest(root:Path) -> str:
+    "SHA-256 of a dataset folder's table: its labels.csv, else the listing of its files (relative path, size, mtime)."
+    if (root/"labels.csv").is_file(): return sha256_file(root/"labels.csv")
+    h = hashlib.sha256()
+    for d, dirs, files in os.walk(root):
+        dirs.sort()
+        for f in sorted(files):
+            st = os.stat(p := os.path.join(d, f))
+            h.update(f"{os.path.relpath(p, root)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+def _dataset_id(run, dataset=None):
+    "What identifies the images a comparison of run folder `run` reads, without loading them: folder, label and table."
+    if hasattr(dataset, "df"): return [str(dataset.root), dataset.label, hashlib.sha256(dataset.df.to_csv(index=False).encode()).hexdigest()]
+    p = RunFolder(run).read_params(); d = p.get("data") or {}
+    name, label = (dataset, None) if dataset is not None else (d["path"], d.get("label")) if d.get("path") else (p.get("dataset"), None)
+    if name is None: return None
+    root = dataset_path(name)
+    return [str(root), label, _folder_digest(root)]
+
+def _index_file(run, ref, dataset, size, cmp:dict) -> Path|None:
+    "The index file of a comparison of `run` with checkpoint `ref` (None when it cannot have one: a checkpoint is missing)."
+    rf = RunFolder(run)
+    if not (Path(ref).is_file() and rf.model.is_file()) or cmp.get("cache") is False: return None
+    try: json.dumps(cmp)
+    except TypeError: return None   # an argument without a JSON form (a module, a dataset object): `compare`'s own cache
+    ident = dict(v=1, ref=sha256_file(ref), model=sha256_file(rf.model), data=_dataset_id(run, dataset), size=size, cmp=cmp,
+                 params=sha256_file(rf.params) if rf.params.is_file() else None)
+    return Path(run)/"analysis"/f"explorer-{_digest(ident)}.json"
+
+def _read_index(index:Path) -> dict|None:
+    "The comparison that `index` names, read and checked against its key by `load_result`; None if there is none."
+    try: rec = json.loads(index.read_text())
+    except (OSError, ValueError): return None
+    if not (isinstance(rec, dict) and isinstance(rec.get("key"), str) and isinstance(rec.get("result"), str)): return None
+    return load_result(index.parent / rec["result"], rec["key"])
+
+# %% ../nbs/08_explorer.ipynb #f1a2b3c2
+PREPARED = "explorer.json"   # in a study folder: what `prepare_explorer` made there (settings, runs)
+
+def _cached(run) -> dict:
+    "{key: mtime} of the analyses cached in run folder `run` (what `compare` reads instead of recomputing)."
+    return {p.stem: p.stat().st_mtime_ns for p in (Path(run) / "analysis").glob("*.npz")}
+
+def _study_folder(study, runs_dir=None) -> Path:
+    "A study's folder: `study` when it is a folder path, else the study of that name under the runs folder."
+    p = Path(study).expanduser()
+    d = p if p.is_dir() and (p.is_absolute() or len(p.parts) > 1) else config.runs_dir(runs_dir) / str(study)
+    if not d.is_dir(): raise FileNotFoundError(f"no study folder {d}: run the study first, or pass its folder")
+    return d.resolve()
+
+def _make_thumbs(res:dict, size:int, n_show:int) -> int:
+    "Make every thumbnail that a top-k panel of comparison `res` can show (each channel's first `n_show` images); how many."
+    top = [np.asarray(t[m])[:, :n_show].ravel() for t in res["topk"].values() for m in ("a", "b")]
+    idx = np.unique(np.concatenate(top)) if top else np.zeros(0, int)
+    for i in idx[idx >= 0]: _thumb(str(res["files"][i]), size)
+    return int((idx >= 0).sum())
+
+def prepare_explorer(study, runs_dir=None, k:int=TOP_K, n_images:int|None=N_IMAGES, split:str|None="valid",
+                     thumb:int=80, n_show:int=8, progress:bool=False) -> pd.DataFrame:
+    "Make what the explorer reads for a study's verified runs (BN controls, comparisons, thumbnails), once: one row per run."
+    d, rows = _study_folder(study, runs_dir), []
+    for name, r in find_runs(d, verified=True).items():
+        t0, before = time.perf_counter(), _cached(r)
+        try:
+            res = run_comparison(r, "control", k=k, n_images=n_images, split=split, progress=progress)
+            n = _make_thumbs(res, thumb, n_show)
+            rows.append(dict(run=name, state="cached" if res["key"] in before else "computed", seconds=time.perf_counter() - t0,
+                             control=str(checkpoint_path(r)), analysis=str(r / "analysis" / f"{res['key']}.npz"), thumbnails=n, error=""))
+        except Exception as e:   # one run the explorer cannot show must not cost the study its other runs
+            warnings.warn(f"prepare_explorer: {name} is not prepared ({type(e).__name__}: {e}); the explorer computes it when picked")
+            rows.append(dict(run=name, state="failed", seconds=time.perf_counter() - t0, error=f"{type(e).__name__}: {e}"))
+    out = pd.DataFrame(rows, columns=["run", "state", "seconds", "control", "analysis", "thumbnails", "error"])
+    bad = out[out.state == "failed"]
+    atomic_write_json(d / PREPARED, dict(version=1, k=k, n_images=n_images, split=split, thumb=thumb, n_show=n_show,
+                                         runs=out.run[out.state != "failed"].tolist(), failed=dict(zip(bad.run, bad.error))))
+    return out
+
+def read_prepared(*paths) -> dict:
+    "What `prepare_explorer` recorded (settings, runs) for the first of `paths` that is a prepared study or one of its runs; {}."
+    for p in map(resolve_run_path, paths):
+        for f in (p / PREPARED, p.parent / PREPARED):
+            if f.is_file():
+                try: return json.loads(f.read_text())
+                except ValueError: return {}
+    return {}
 
 # %% ../nbs/08_explorer.ipynb #b7d1e2a2
 _PLOTLY_SHIM = """// plotly's FigureWidget, its 5 MB module imported once per page from the widget that `_bundle` refers to
@@ -320,10 +517,6 @@ class _torch_threads:
         if self.n: torch.set_num_threads(self.n)
     def __exit__(self, *exc): torch.set_num_threads(self.old)
 
-def _cached(run) -> dict:
-    "{key: mtime} of the analyses cached in run folder `run` (what `compare` reads instead of recomputing)."
-    return {p.stem: p.stat().st_mtime_ns for p in (Path(run) / "analysis").glob("*.npz")}
-
 def redraw(fw:go.FigureWidget, fig:go.Figure, box:W.Box|None=None) -> go.FigureWidget:
     "Make `fw` show `fig` (same widget, same comm): its full state in one message, drawn by a new view in `box`."
     with fw.hold_sync():   # one state message: plotly's edit messages collapse to None, a no-op in the page
@@ -337,17 +530,20 @@ def redraw(fw:go.FigureWidget, fig:go.Figure, box:W.Box|None=None) -> go.FigureW
 # %% ../nbs/08_explorer.ipynb #27b08a73
 class FilterExplorer:
     "Widget over the panel builders: pick runs, layer and channel; render feature visualisations on demand; export."
-    def __init__(self, runs, reference:str="init", dataset=None, k:int=20, n_images:int|None=200, split:str|None="valid",
-                 size:int|None=None, layer:str|None=None, by:str="D_k", featvis:dict|None=None, auto_render:bool=False,
-                 n_show:int=8, thumb:int=80, export_dir=".", compare_kwargs:dict|None=None, threads:int|None=1):
+    def __init__(self, runs, reference:str="control", dataset=None, k:int=TOP_K, n_images:int|None=N_IMAGES,
+                 split:str|None="valid", size:int|None=None, layer:str|None=None, by:str="D_k", featvis:dict|None=None,
+                 auto_render:bool=False, n_show:int=8, thumb:int=80, export_dir=".", compare_kwargs:dict|None=None,
+                 threads:int|None=1, run:str|None=None):
         self.runs = {k_: Path(v) for k_, v in runs.items()} if isinstance(runs, dict) else find_runs(*([runs] if isinstance(runs, (str, Path)) else runs))
         if not self.runs: raise ValueError(f"no finished runs (metrics.json, model.pth, init.pth) in {runs}")
         self.cmp = dict(dataset=dataset, k=k, n_images=n_images, split=split, size=size, **(compare_kwargs or {}))
         self.fv_kwargs, self.n_show, self.thumb, self.export_dir = {**FEATVIS_DEFAULTS, **(featvis or {})}, n_show, thumb, Path(export_dir)
         self._models, self._keys, self._res, self._fv, self.timings, self.threads = {}, {}, {}, {}, {}, threads
         names = list(self.runs)
-        self.run_w = W.Dropdown(options=names, value=names[-1], description="run")
-        self.ref_w = W.Dropdown(options=self._ref_options(names[-1]), value=reference if reference == "init" else str(reference), description="reference")
+        first = run if run in self.runs else names[-1]
+        self.run_w = W.Dropdown(options=names, value=first, description="run")
+        self.ref_w = W.Dropdown(options=self._ref_options(first), value=reference if reference in REFERENCES else str(reference),
+                                description="reference")
         self.layer_w = W.Dropdown(description="layer")
         self.sort_w = W.Dropdown(options=SORT_KEYS, value=by, description="sort by")
         self.rank_w = W.IntSlider(min=0, max=0, value=0, description="rank", continuous_update=False)
@@ -377,11 +573,13 @@ class FilterExplorer:
             F["topk"], F["classes"], W.HBox([self.image_w, self.sal_b]), F["saliency"],
             W.HBox([self.path_w, self.export_b]), self.status])
 
-    def _ref_options(self, run): return [("init (ImageNet/init)", "init")] + [(n, str(p)) for n, p in self.runs.items() if n != run]
+    def _ref_options(self, run):
+        return ([("BN control (init, BN re-estimated)", "control"), ("init (ImageNet/init)", "init")]
+                + [(n, str(p)) for n, p in self.runs.items() if n != run])
     @property
     def run(self) -> Path: return self.runs[self.run_w.value]
     @property
-    def labels(self): return ("init" if self.ref_w.value == "init" else Path(self.ref_w.value).name, self.run_w.value)
+    def labels(self): return (REFERENCES.get(self.ref_w.value) or Path(self.ref_w.value).name, self.run_w.value)
     @property
     def result(self) -> dict: return self._res[(str(self.run), self.ref_w.value)]
     @property
@@ -425,7 +623,7 @@ def _reset_rank(self:FilterExplorer):
 @patch
 def _on_run(self:FilterExplorer, ch):
     self._busy = True
-    try: self.ref_w.options = self._ref_options(ch.new); self.ref_w.value = "init"
+    try: self.ref_w.options = self._ref_options(ch.new); self.ref_w.value = "control"
     finally: self._busy = False
     self._load()
 @patch
@@ -447,7 +645,8 @@ def _on_sort(self:FilterExplorer, ch):
 
 @patch
 def _ckpts(self:FilterExplorer) -> dict:
-    return {self.labels[0]: checkpoint_path(self.run, self.ref_w.value), self.labels[1]: RunFolder(self.run).model}
+    ref = checkpoint_path(self.run, self.ref_w.value, self.cmp["dataset"], self.cmp["size"])   # the control: made at `_load`
+    return {self.labels[0]: ref, self.labels[1]: RunFolder(self.run).model}
 @patch
 def _model(self:FilterExplorer, path):
     path = str(path)
@@ -551,3 +750,7 @@ def _ipython_display_(self:FilterExplorer):
 def explore(runs, **kwargs) -> W.VBox:
     "The explorer's widget box for `runs` (a study folder, run folders, or {name: folder}); see `FilterExplorer`."
     return FilterExplorer(runs, **kwargs).widget
+
+# %% ../nbs/08_explorer.ipynb #a9c0e5f2
+VOILA_ARGS = ("--no-browser", "--Voila.ip=127.0.0.1", "--Voila.port_retries=0", "--preheat_kernel=True",
+              "--VoilaKernelManager.fill_delay=15", '--VoilaConfiguration.extension_denylist=["jupyterlab-plotly"]')

@@ -12,7 +12,8 @@ filters from the metrics table and `side_by_side` draws the ImageNet and fine-tu
 
 # %% ../nbs/07_featvis.ipynb #a741cf9f
 from __future__ import annotations
-import hashlib, json
+import hashlib, json, numbers
+from contextlib import contextmanager
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn
 import plotly.graph_objects as go
@@ -22,14 +23,15 @@ from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 from .config import atomic_save, cache_dir, sha256_file, state_dict_hash
 from .activations import Hooks, layer_names, output_tensor
+from .compare import CHANNEL_METRICS as CM
 from .models import backbone_cfg, load_checkpoint
 
 # %% auto #0
 __all__ = ['COLOR_CORRELATION_SVD_SQRT', 'COLOR_CORRELATION', 'PARAMS', 'FEATVIS_VERSION', 'METRIC_ALIASES', 'to_valid_rgb',
            'rfft2d_freqs', 'fft_image', 'pixel_image', 'image_param', 'Shift', 'RandomJitter', 'standard_transforms',
-           'get_layer', 'Objective', 'channel', 'neuron', 'layer_mean', 'direction', 'model_stats', 'start_images',
-           'render', 'render_checkpoint', 'channel_activation', 'activation_gain', 'select_channels', 'image_grid',
-           'side_by_side']
+           'get_layer', 'Objective', 'channel', 'neuron', 'layer_mean', 'direction', 'as_objective', 'model_stats',
+           'start_images', 'render', 'render_checkpoint', 'objective_value', 'channel_activation', 'activation_gain',
+           'select_channels', 'image_grid', 'side_by_side']
 
 # %% ../nbs/07_featvis.ipynb #b4293c89
 COLOR_CORRELATION_SVD_SQRT = torch.tensor([[0.26, 0.09, 0.02],
@@ -113,19 +115,29 @@ def get_layer(model:nn.Module, name:str) -> nn.Module:
         raise ValueError(f"layer {name!r} not found in {type(model).__name__}; analysis layers: "
                          f"{layer_names(model)} (any dotted name from model.named_modules() works)") from None
 
+def _combined(fmt:str, *parts) -> str|None:
+    "The key of a combination of objectives and numbers, or None when one of the objectives has no key."
+    keys = [p.key if isinstance(p, Objective) else repr(float(p)) for p in parts]
+    return None if None in keys else fmt.format(*keys)
+
 class Objective:
     "Score of hooked activations, one value per image, to maximise; `+`, `-`, `*`/`/` a number and unary `-` combine."
-    def __init__(self, fn, layers=(), name:str=""):
-        self.fn, self.layers, self.name = fn, tuple(dict.fromkeys(layers)), name
+    def __init__(self, fn, layers=(), name:str="", key:str|None=None):
+        self.fn, self.layers, self.name, self.key = fn, tuple(dict.fromkeys(layers)), name, key
     def __call__(self, acts:dict) -> torch.Tensor: return self.fn(acts)
     def __repr__(self): return f"Objective({self.name})"
     def __add__(self, other):
-        if isinstance(other, (int, float)): return Objective(lambda a: self(a) + other, self.layers, f"{self.name} + {other}")
-        return Objective(lambda a: self(a) + other(a), self.layers + other.layers, f"{self.name} + {other.name}")
+        if isinstance(other, numbers.Real):
+            return Objective(lambda a: self(a) + other, self.layers, f"{self.name} + {other}",
+                             _combined("({}) + {}", self, other))
+        if not isinstance(other, Objective): return NotImplemented
+        return Objective(lambda a: self(a) + other(a), self.layers + other.layers, f"{self.name} + {other.name}",
+                         _combined("({}) + ({})", self, other))
     def __radd__(self, other): return self + other
     def __mul__(self, k):
-        if not isinstance(k, (int, float)): raise TypeError(f"an Objective scales by a number, not {type(k).__name__}")
-        return Objective(lambda a: k * self(a), self.layers, f"{k}*({self.name})")
+        if not isinstance(k, numbers.Real):
+            raise TypeError(f"an Objective scales by a number, not {type(k).__name__}")
+        return Objective(lambda a: k * self(a), self.layers, f"{k}*({self.name})", _combined("{} * ({})", k, self))
     __rmul__ = __mul__
     def __truediv__(self, k): return self * (1 / k)
     def __neg__(self): return -1 * self
@@ -150,29 +162,52 @@ def _only(v, batch):
     mask = torch.zeros_like(v); mask[batch] = 1
     return v * mask
 
+def _key(kind:str, layer:str, what, batch) -> str:
+    "The cache key of a built-in objective: its kind, layer, channels (or vector digest) and batch item."
+    return f"{kind}({layer!r}, {what}, batch={batch!r})"
+
+def _ks(k) -> str:
+    "Channels as text for a key: one channel (alone or in a list of one) as a number, several as a list."
+    ks = torch.as_tensor(k).long().reshape(-1).tolist()
+    return json.dumps(ks[0] if len(ks) == 1 else ks)
+
 def channel(layer:str, k, batch=None) -> Objective:
     "Mean activation of channel `k` of `layer` (k may list one channel per batch item)."
-    return Objective(lambda a: _only(_channels(a[layer], k, layer).mean((-2, -1)), batch), [layer], f"channel {layer}:{k}")
+    return Objective(lambda a: _only(_channels(a[layer], k, layer).mean((-2, -1)), batch), [layer],
+                     f"channel {layer}:{k}", _key("channel", layer, _ks(k), batch))
 
 def neuron(layer:str, k, batch=None) -> Objective:
     "Activation of channel `k` of `layer` at the centre position (bottom-right of the centre 2×2 when even)."
     def fn(a):
         c = _channels(a[layer], k, layer)
         return _only(c[:, c.shape[-2] // 2, c.shape[-1] // 2], batch)
-    return Objective(fn, [layer], f"neuron {layer}:{k}")
+    return Objective(fn, [layer], f"neuron {layer}:{k}", _key("neuron", layer, _ks(k), batch))
 
 def layer_mean(layer:str, batch=None) -> Objective:
     "Mean activation over the whole layer (all channels and positions)."
-    return Objective(lambda a: _only(a[layer].flatten(1).mean(1), batch), [layer], f"layer_mean {layer}")
+    return Objective(lambda a: _only(a[layer].flatten(1).mean(1), batch), [layer], f"layer_mean {layer}",
+                     _key("layer_mean", layer, "", batch))
 
 def direction(layer:str, v, batch=None) -> Objective:
     "Mean over positions of the dot product of the activation vector with `v` (C,), or one direction per item (B,C)."
     v = torch.as_tensor(v, dtype=torch.float32)
+    digest = f"{tuple(v.shape)}:{hashlib.sha256(v.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]}"
     def fn(a):
         t = a[layer]
-        if v.shape[-1] != t.shape[1]: raise ValueError(f"direction has {v.shape[-1]} dims, {layer!r} has {t.shape[1]} channels")
-        return _only(torch.einsum("bchw,c->bhw" if v.ndim == 1 else "bchw,bc->bhw", t, v.to(t)).mean((-2, -1)), batch)
-    return Objective(fn, [layer], f"direction {layer}")
+        if v.shape[-1] != t.shape[1]:
+            raise ValueError(f"direction has {v.shape[-1]} dims, {layer!r} has {t.shape[1]} channels")
+        eq = "bchw,c->bhw" if v.ndim == 1 else "bchw,bc->bhw"
+        return _only(torch.einsum(eq, t, v.to(t)).mean((-2, -1)), batch)
+    return Objective(fn, [layer], f"direction {layer}", _key("direction", layer, digest, batch))
+
+def as_objective(obj) -> Objective:
+    "`obj` if it is an `Objective`; Lucent's shorthand 'layer:k' as `channel(layer, k)`; else a TypeError."
+    if isinstance(obj, Objective): return obj
+    if isinstance(obj, str):
+        layer, _, k = obj.rpartition(":")
+        if layer and k.strip().isdigit(): return channel(layer, int(k))
+    raise TypeError(f"not an objective: {obj!r}; pass an Objective (channel, neuron, direction, layer_mean, their "
+                    "sums and multiples) or 'layer:channel'")
 
 # %% ../nbs/07_featvis.ipynb #c2ef0d0e
 FEATVIS_VERSION = 1  # bump when the rendering changes, to invalidate caches
@@ -192,17 +227,32 @@ def model_stats(model:nn.Module, mean=None, std=None) -> tuple[tuple, tuple]:
 def _item_seed(seed, k): return int(hashlib.sha256(f"{seed}:{k}".encode()).hexdigest()[:15], 16)
 
 def start_images(channels, size:int=128, seed:int=0, param:str="fft") -> torch.Tensor:
-    "The images `render` starts from for `channels` (n,3,size,size): the baseline for `activation_gain`."
+    "The images `render` starts from for `channels` (`range(n)` for an objective): the baseline of a gain."
     chans = [int(c) for c in np.atleast_1d(channels)]
     gens = [torch.Generator().manual_seed(_item_seed(seed, c)) for c in chans]
     with torch.no_grad(): return image_param(param, (len(chans), 3, size, size), generator=gens)[1]()
 
-def _optimise(model, layer, channels, steps, size, lr, seed, param, robustness, mean, std, device, progress):
-    "Optimise one image per channel in one batch; returns (n,3,size,size) on the CPU. Assumes eval + frozen model."
-    gens = [torch.Generator().manual_seed(_item_seed(seed, c)) for c in channels]
-    params, image_fn = image_param(param, (len(channels), 3, size, size), device=device, generator=gens)
-    tfm, obj = standard_transforms(mean, std, robustness), channel(layer, channels)
-    opt = torch.optim.Adam(params, lr=lr)
+@contextmanager
+def _frozen(model:nn.Module, device=None):
+    "Eval mode, frozen weights, on `device` (default: the model's own); all restored on exit. Yields the device."
+    first = next(model.parameters(), None)
+    home = first.device if first is not None else torch.device("cpu")
+    device = torch.device(device) if device is not None else home
+    training, flags = model.training, [p.requires_grad for p in model.parameters()]
+    try:
+        model.eval().requires_grad_(False)
+        if device != home: model.to(device)
+        yield device
+    finally:
+        if device != home: model.to(home)
+        for p, f in zip(model.parameters(), flags): p.requires_grad_(f)
+        model.train(training)
+
+def _optimise(model, obj, items, steps, size, lr, seed, param, robustness, mean, std, device, progress):
+    "Optimise one image per item (seeded by `(seed, item)`) for `obj` in one batch; (n,3,size,size) on the CPU."
+    gens = [torch.Generator().manual_seed(_item_seed(seed, i)) for i in items]
+    params, image_fn = image_param(param, (len(items), 3, size, size), device=device, generator=gens)
+    tfm, opt = standard_transforms(mean, std, robustness), torch.optim.Adam(params, lr=lr)
     with torch.random.fork_rng(devices=[]), Hooks(model, obj.layers, keep=output_tensor, stop=True) as hooks:
         torch.manual_seed(seed)
         for _ in tqdm(range(steps), disable=not progress, leave=False):
@@ -212,66 +262,90 @@ def _optimise(model, layer, channels, steps, size, lr, seed, param, robustness, 
             opt.step()
     with torch.no_grad(): return image_fn().detach().float().cpu()
 
-def _cache_file(root, model_key, layer, k, settings) -> Path:
-    key = json.dumps(dict(model=model_key, layer=layer, channel=int(k), v=FEATVIS_VERSION, **settings), sort_keys=True)
+def _cache_file(root, model_key, what:dict, settings) -> Path:
+    "The cache file of `what` (layer and channel, or objective key and n) rendered from `model_key` with `settings`."
+    key = json.dumps(dict(model=model_key, **what, v=FEATVIS_VERSION, **settings), sort_keys=True)
     return Path(root) / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.pt"
 
+def _cached(f:Path):
+    "The tensor cached in `f`, or None (missing, or corrupt: then it is re-rendered and overwritten)."
+    if not f.exists(): return None
+    try: return torch.load(f, weights_only=True)
+    except Exception: return None
+
 # %% ../nbs/07_featvis.ipynb #60a62078
-def render(model:nn.Module, layer:str, channels, steps:int=128, size:int=128, lr:float=0.05, seed:int=0,
-           param:str="fft", robustness:bool=True, mean=None, std=None, device=None, progress:bool=False,
-           cache=True, model_key:str|None=None) -> torch.Tensor:
-    "Images (n,3,size,size) in [0,1] maximising each of `channels` of `layer`, optimised together in one batch."
+def _render_channels(model, layer, channels, kw, root, model_key, device, progress) -> torch.Tensor:
+    "The channel form of `render`: one image per channel of `layer`, one cache file per channel."
     chans = [int(c) for c in np.atleast_1d(channels)]
     if not chans: raise ValueError("no channels to render")
-    get_layer(model, layer)  # validate before any cache lookup
-    mean, std = model_stats(model, mean, std)
-    settings = dict(steps=steps, size=size, lr=lr, seed=seed, param=param, robustness=robustness,
-                    mean=list(mean), std=list(std))
-    root = None if cache is False else Path(cache_dir() if cache is True else cache) / "featvis"
     files, done = {}, {}
     if root is not None:
-        model_key = model_key or f"{type(model).__name__}:{state_dict_hash(model)}"
         for k in dict.fromkeys(chans):
-            files[k] = _cache_file(root, model_key, layer, k, settings)
-            if files[k].exists():
-                try: done[k] = torch.load(files[k], weights_only=True)
-                except Exception: pass  # a corrupt entry is re-rendered and overwritten
+            files[k] = _cache_file(root, model_key, dict(layer=layer, channel=k), kw["settings"])
+            if (hit := _cached(files[k])) is not None: done[k] = hit
     todo = [k for k in dict.fromkeys(chans) if k not in done]
     if todo:
-        first = next(model.parameters(), None)
-        home = first.device if first is not None else torch.device("cpu")
-        device = torch.device(device) if device is not None else home
-        training, flags = model.training, [p.requires_grad for p in model.parameters()]
-        try:
-            model.eval().requires_grad_(False)
-            if device != home: model.to(device)
-            imgs = _optimise(model, layer, todo, steps, size, lr, seed, param, robustness, mean, std, device, progress)
-        finally:
-            if device != home: model.to(home)
-            for p, f in zip(model.parameters(), flags): p.requires_grad_(f)
-            model.train(training)
+        with _frozen(model, device) as dev:
+            imgs = _optimise(model, channel(layer, todo), todo, *kw["args"], dev, progress)
         for k, img in zip(todo, imgs):
             done[k] = img.clone()
             if root is not None: atomic_save(done[k], files[k])
     return torch.stack([done[k] for k in chans])
 
-def render_checkpoint(path, layer:str, channels, **kwargs) -> torch.Tensor:
+def render(model:nn.Module, objective, channels=None, steps:int=128, size:int=128, lr:float=0.05, seed:int=0,
+           param:str="fft", robustness:bool=True, mean=None, std=None, device=None, progress:bool=False,
+           cache=True, model_key:str|None=None, n:int=1) -> torch.Tensor:
+    "Images in [0,1] maximising `objective` (any `Objective`: `n` images), or each of `channels` of layer `objective`."
+    if isinstance(objective, str):   # the channel form; Lucent's 'layer:k' is channel k of layer
+        if channels is None:
+            layer, _, k = objective.rpartition(":")
+            if not (layer and k.strip().isdigit()):
+                raise ValueError(f"render(model, {objective!r}) needs channels: render(model, layer, channels), "
+                                 f"render(model, '{objective}:0') or render(model, channel({objective!r}, 0))")
+            objective, channels = layer, [int(k)]
+        get_layer(model, objective)  # validate before any cache lookup
+    else:
+        if channels is not None: raise ValueError("channels go with a layer name; an Objective names its own channels")
+        obj = as_objective(objective)
+        if not obj.layers: raise ValueError(f"objective {obj.name!r} names no layer to hook")
+        for l in obj.layers: get_layer(model, l)
+        if n < 1: raise ValueError(f"n must be at least 1, got {n}")
+    mean, std = model_stats(model, mean, std)
+    settings = dict(steps=steps, size=size, lr=lr, seed=seed, param=param, robustness=robustness,
+                    mean=list(mean), std=list(std))
+    kw = dict(settings=settings, args=(steps, size, lr, seed, param, robustness, mean, std))
+    root = None if cache is False else Path(cache_dir() if cache is True else cache) / "featvis"
+    if root is not None: model_key = model_key or f"{type(model).__name__}:{state_dict_hash(model)}"
+    if channels is not None: return _render_channels(model, objective, channels, kw, root, model_key, device, progress)
+    f = _cache_file(root, model_key, dict(objective=obj.key, n=n), settings) if root and obj.key else None
+    if f is not None and (hit := _cached(f)) is not None: return hit
+    with _frozen(model, device) as dev:
+        imgs = _optimise(model, obj, list(range(n)), *kw["args"], dev, progress)
+    if f is not None: atomic_save(imgs, f)
+    return imgs
+
+def render_checkpoint(path, objective, channels=None, **kwargs) -> torch.Tensor:
     "`render` a checkpoint file (loaded with `artstudy.models.load_checkpoint`), cached by the file's hash."
-    return render(load_checkpoint(path), layer, channels, model_key=sha256_file(path), **kwargs)
+    return render(load_checkpoint(path), objective, channels, model_key=sha256_file(path), **kwargs)
 
 # %% ../nbs/07_featvis.ipynb #582b5bc0
 @torch.no_grad()
-def channel_activation(model:nn.Module, layer:str, images:torch.Tensor, channels, mean=None, std=None) -> torch.Tensor:
-    "Mean activation of channel `channels[i]` of `layer` on `images[i]` (images in [0,1]), no augmentation."
+def objective_value(model:nn.Module, objective, images:torch.Tensor, mean=None, std=None) -> torch.Tensor:
+    "The value of `objective` (an `Objective` or 'layer:k') on each of `images` (in [0,1]), in eval mode, no augmentation."
+    obj = as_objective(objective)
     mean, std = model_stats(model, mean, std)
     first = next(model.parameters(), None)
     x = standard_transforms(mean, std, robustness=False)(images.to(first.device if first is not None else "cpu"))
     training = model.training
     try:
         model.eval()
-        with Hooks(model, [layer], keep=output_tensor, stop=True) as h: acts = h.run(x)
+        with Hooks(model, obj.layers, keep=output_tensor, stop=True) as h: acts = h.run(x)
     finally: model.train(training)
-    return channel(layer, list(np.atleast_1d(channels)))(acts).float().cpu()
+    return obj(acts).float().cpu()
+
+def channel_activation(model:nn.Module, layer:str, images:torch.Tensor, channels, mean=None, std=None) -> torch.Tensor:
+    "Mean activation of channel `channels[i]` of `layer` on `images[i]` (images in [0,1]), no augmentation."
+    return objective_value(model, channel(layer, list(np.atleast_1d(channels))), images, mean, std)
 
 def activation_gain(model:nn.Module, layer:str, channels, image:torch.Tensor, start:torch.Tensor,
                     mean=None, std=None) -> pd.DataFrame:
@@ -283,9 +357,9 @@ def activation_gain(model:nn.Module, layer:str, channels, image:torch.Tensor, st
                              ratio=(a1 / a0).numpy(), gain=(a1 - a0).numpy()))
 
 # %% ../nbs/07_featvis.ipynb #7e11630d
-METRIC_ALIASES = {"D_k": "relative_change"}  # paper name → name in `artstudy.metrics` frames
+METRIC_ALIASES = {"D_k": CM.relative_change}  # paper name → name in `compare`'s channels frame
 
-def select_channels(df:pd.DataFrame, by:str="D_k", n:int=4, overlap:str|None="overlap") -> pd.DataFrame:
+def select_channels(df:pd.DataFrame, by:str="D_k", n:int=4, overlap:str|None=CM.overlap) -> pd.DataFrame:
     "Per layer: the `n` channels with the largest `by`, and those with the lowest, median and highest `overlap`."
     missing = {"layer", "channel", "metric", "value"} - set(df.columns)
     if missing: raise ValueError(f"metrics frame lacks columns {sorted(missing)}")

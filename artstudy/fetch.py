@@ -10,15 +10,16 @@ half-written file under a final name, and names the file and the source on any f
 
 # %% ../nbs/01a_fetch.ipynb #a16f0003
 from __future__ import annotations
-import csv, hashlib, json, os, re, shutil, subprocess, tempfile, time, urllib.parse, urllib.request
+import csv, difflib, hashlib, json, os, re, shlex, shutil, string, subprocess, time, urllib.parse, urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
-from .config import atomic_write_json, atomic_write_text, dataset_path, project_root, sha256_file
+from .config import atomic_path, atomic_write_json, atomic_write_text, dataset_path, project_root, sha256_file
 
 # %% auto #0
 __all__ = ['DEFAULT_SOURCE', 'RAW_SOURCE', 'FetchError', 'manifests_dir', 'list_manifests', 'read_sums', 'read_manifest',
-           'check_files', 'verify_dataset', 'format_report', 'open_source', 'list_tree', 'local_objects', 'fetch_blobs',
-           'read_blobs', 'local_source', 'licence_text', 'write_manifest', 'fetch_dataset']
+           'check_files', 'verify_dataset', 'fetch_command', 'format_report', 'open_source', 'list_tree',
+           'local_objects', 'fetch_blobs', 'read_blobs', 'local_source', 'licence_text', 'write_manifest',
+           'fetch_dataset']
 
 # %% ../nbs/01a_fetch.ipynb #a16f0006
 DEFAULT_SOURCE = "https://github.com/{repository}.git"
@@ -85,40 +86,94 @@ def verify_dataset(name:str, path=None, manifests=None) -> dict:
     else: raise FetchError(f"no manifest for {name!r} and no SHA256SUMS in {folder}: nothing to verify against")
     missing, corrupt = check_files(folder, sums)
     return dict(dataset=name, path=str(folder), against=against, files=len(sums), missing=missing, corrupt=corrupt,
-                ok=not missing and not corrupt)
+                ok=not missing and not corrupt, manifests=str(manifests) if manifests else None)
 
 def _some(xs, n=10) -> str:
     return ", ".join(xs[:n]) + (f" … and {len(xs)-n} more" if len(xs) > n else "")
 
+def fetch_command(name:str, to=None, manifests=None) -> str:
+    "The `data fetch` command line for dataset `name` into folder `to` (`--to` left out for the project's `data/`)."
+    args = ["python", "-m", "artstudy", "data", "fetch", name]
+    if to is not None and Path(to).resolve() != (project_root()/"data").resolve(): args += ["--to", str(to)]
+    return shlex.join(args + (["--manifests", str(manifests)] if manifests else []))
+
+def _repair(rep:dict) -> str:
+    "How to repair the copy that `verify_dataset` checked: the fetch command for its own folder."
+    name, folder = rep["dataset"], Path(os.path.abspath(rep["path"]))
+    if rep["against"] != "manifest":
+        return f"Restore them from where this copy came from: {name} has no manifest to fetch it with."
+    cmd = fetch_command(name, folder.parent, rep.get("manifests"))
+    if folder.name in (name, f".{name}.partial"): return f"Run `{cmd}` to fetch them again (verified files are kept)."
+    return f"Run `{cmd}` to fetch a fresh copy into {folder.parent/name}, then put it in place of {folder}."
+
 def format_report(rep:dict) -> str:
-    "One paragraph saying what `verify_dataset` found."
+    "One paragraph saying what `verify_dataset` found, and the command that repairs the copy."
     head = f"{rep['dataset']} ({rep['path']}, checked against {rep['against']})"
     if rep["ok"]: return f"{head}: all {rep['files']} files present and verified"
     bad = [f"{len(rep[k])} {k} ({_some(rep[k])})" for k in ("missing", "corrupt") if rep[k]]
-    return (f"{head}: {' and '.join(bad)} of {rep['files']} files. Run `python -m artstudy data fetch "
-            f"{rep['dataset']}` to fetch them again.")
+    return f"{head}: {' and '.join(bad)} of {rep['files']} files. {_repair(rep)}"
 
 # %% ../nbs/01a_fetch.ipynb #a16f0016
+def _git_error(stderr:bytes) -> str:
+    "What git said went wrong: its fatal:, error: and warning: lines, cause first (else its last lines), each once."
+    lines = [l.strip() for l in stderr.decode(errors="replace").splitlines() if l.strip()]
+    said = list(dict.fromkeys([l for l in lines if re.match(r"(remote: )?(fatal|error|warning):", l)] or lines[-3:]))
+    return " / ".join(said if len(said) <= 8 else said[:7] + [f"… and {len(said) - 7} more lines"])
+
 def _git(*args, cwd=None, stdin:bytes|None=None, what:str="git") -> bytes:
     try: r = subprocess.run(["git", *args], cwd=cwd, input=stdin, capture_output=True)
     except FileNotFoundError: raise FetchError(f"{what} needs git (2.29 or later), which is not installed") from None
     if r.returncode:
-        err = r.stderr.decode(errors="replace").strip().splitlines()
-        raise FetchError(f"{what} failed: {' / '.join(err[-2:]) or 'git exit status ' + str(r.returncode)}")
+        e = FetchError(f"{what} failed: {_git_error(r.stderr) or 'git exit status ' + str(r.returncode)}")
+        e.stderr = r.stderr.decode(errors="replace"); raise e
     return r.stdout
+
+def _local_repo(url:str) -> Path|None:
+    "The git folder of the repository on this machine that `url` names (a file:// URL or a path); None for a server."
+    if url.startswith("file://"): p = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
+    elif "://" in url or "::" in url or ":" in url.split("/")[0]: return None   # a server, a remote helper, host:path
+    else: p = Path(url).expanduser()
+    return next((g.resolve() for g in (p, p/".git") if (g/"objects").is_dir() and (g/"HEAD").is_file()), None)
+
+def _serves_filters(gitdir:Path) -> bool:
+    "Whether the repository at `gitdir` serves partial fetches (`uploadpack.allowFilter`, as its upload-pack reads it)."
+    r = subprocess.run(["git", "--git-dir", str(gitdir), "config", "--type=bool", "--get", "uploadpack.allowFilter"],
+                       capture_output=True, text=True)
+    return r.stdout.strip() == "true"
+
+def _link_source(cache:Path, gitdir:Path, url:str, commit:str) -> Path:
+    "`cache` reading the objects of local repository `gitdir` in place (git alternates): no copy, no fetch."
+    (cache/"objects"/"info").mkdir(parents=True, exist_ok=True)
+    (cache/"objects"/"info"/"alternates").write_text(f"{gitdir/'objects'}\n")
+    subprocess.run(["git", "config", "--unset", "extensions.partialClone"], cwd=cache, capture_output=True)  # no lazy fetches
+    if subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=cache, capture_output=True).returncode:
+        raise FetchError(f"fetching commit {commit} from {url} (the commit the manifest pins) failed: the repository "
+                         f"at {gitdir} does not have it")
+    (cache/"artstudy-commit").write_text(commit + "\n")
+    return cache
+
+_NO_FILTER = ("The server cannot filter blobs (no partial clone support), so git asked it for the whole commit, and "
+              "it could not send all of it. Fetch from a mirror that serves partial fetches (`git config "
+              "uploadpack.allowFilter true` in it), from a copy of the repository on this machine (a path or a file:// "
+              "URL: only the wanted files are read), or with `--method https` (one URL per file).")
 
 def open_source(url:str, commit:str, cache) -> Path:
     "A bare partial clone at `cache` holding `commit` of `url` with its trees only (no file contents yet)."
     cache = Path(cache)
     if not (cache/"HEAD").is_file():
         cache.mkdir(parents=True, exist_ok=True); _git("init", "-q", "--bare", str(cache), what=f"git init {cache}")
+    if (local := _local_repo(url)) and not _serves_filters(local): return _link_source(cache, local, url, commit)
+    (cache/"objects"/"info"/"alternates").unlink(missing_ok=True)
     for k, v in [("core.repositoryformatversion", "1"), ("remote.origin.url", url), ("remote.origin.promisor", "true"),
                  ("remote.origin.partialclonefilter", "blob:none"), ("extensions.partialClone", "origin")]:
         _git("config", k, v, cwd=cache)
     mark = cache/"artstudy-commit"
     if not (mark.is_file() and mark.read_text().strip() == commit):
-        _git("fetch", "-q", "--depth", "1", "--filter=blob:none", "--no-tags", "origin", commit, cwd=cache,
-             what=f"fetching commit {commit} from {url} (the commit the manifest pins)")
+        try: _git("fetch", "-q", "--depth", "1", "--filter=blob:none", "--no-tags", "origin", commit, cwd=cache,
+                  what=f"fetching commit {commit} from {url} (the commit the manifest pins)")
+        except FetchError as e:
+            if "filtering not recognized by server" not in getattr(e, "stderr", ""): raise
+            raise FetchError(f"{e}. {_NO_FILTER}") from None
         got = (cache/"FETCH_HEAD").read_text().split()[0] if (cache/"FETCH_HEAD").is_file() else ""
         if got != commit: raise FetchError(f"{url} answered commit {got or 'none'} instead of {commit}: refused")
         mark.write_text(commit + "\n")
@@ -178,13 +233,7 @@ def local_source(folder, files:dict) -> tuple[str, str]:
 # %% ../nbs/01a_fetch.ipynb #a16f0023
 def _write(path:Path, data:bytes):
     "Write `data` to a temporary file beside `path`, then rename it: never a half-written file under the final name."
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f: f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp): os.remove(tmp)
+    with atomic_path(path, fsync=False) as tmp: tmp.write_bytes(data)   # the final check reads every file back
 
 def _clean_tmp(work:Path):
     "Remove the temporary files that a killed fetch left in `work`."
@@ -202,17 +251,19 @@ def _download(todo, work, m, url, cache, batch, progress) -> list:
     absent = [(p, s) for p, s, _ in todo if s.encode("utf-8") not in tree]
     if absent: raise FetchError(f"{len(absent)} source files are not in {where}: {_some([f'{p} ← {s}' for p, s in absent])}")
     have, bad, nbytes = local_objects(cache), [], 0
+    linked = (Path(cache)/"objects"/"info"/"alternates").is_file()   # a local repository read in place
     bar = tqdm(total=len(todo), unit="file", desc=f"fetching {m['name']}", disable=not progress)
     for i in range(0, len(todo), batch):
         part = todo[i:i+batch]; oids = [tree[s.encode("utf-8")] for _, s, _ in part]
         need = sorted(set(oids) - have)
         try:
-            if need: fetch_blobs(cache, need)
+            if need and not linked: fetch_blobs(cache, need)
         except FetchError as e: raise FetchError(f"{e}; while fetching {len(need)} files from {where}, first "
                                                  f"{part[0][0]} ← {part[0][1]}. Rerun to resume: verified files are kept.") from None
         for (rel, src, sha), (oid, data) in zip(part, read_blobs(cache, oids)):
-            got = hashlib.sha256(data).hexdigest() if data is not None else "missing"
-            if got != sha: bad.append(f"{rel} ← {src}: sha256 {got[:16]}, manifest {sha[:16]}"); continue
+            if data is None: bad.append(f"{rel} ← {src}: not in {where} (its blob {oid[:12]} is missing)"); continue
+            if (got := hashlib.sha256(data).hexdigest()) != sha:
+                bad.append(f"{rel} ← {src}: sha256 {got[:16]}, manifest {sha[:16]}"); continue
             _write(work/rel, data); nbytes += len(data); bar.update(1); bar.set_postfix_str(f"{nbytes/1e6:.1f} MB")
     bar.close()
     return bad
@@ -284,10 +335,34 @@ def _method(method:str) -> str:
     if method not in ("auto", "git", "https"): raise FetchError(f"method must be auto, git or https, not {method!r}")
     return ("git" if shutil.which("git") else "https") if method == "auto" else method
 
+def _check_template(tmpl:str, method:str, given:str) -> str:
+    "`tmpl` if every placeholder in it is one that `method` fills; else a `FetchError` naming it and the valid ones."
+    valid = ["repository", "owner", "repo"] + (["commit", "path"] if method == "https" else [])
+    try: fields = [(f, c, s) for _, f, s, c in string.Formatter().parse(tmpl) if f is not None]
+    except ValueError as e:
+        raise FetchError(f"{given} {tmpl!r} is not a valid template ({e}): a literal brace is written {{{{ or }}}}") from None
+    for f, c, s in fields:
+        if f in valid and not c and not s: continue
+        hint = (" ({commit} and {path} are for --method https, one URL per file)" if f in ("commit", "path") else
+                f" (did you mean {{{close[0]}}}?)" if (close := difflib.get_close_matches(f, valid, 1, 0.6)) else "")
+        bad = "{" + f + (f"!{c}" if c else "") + (f":{s}" if s else "") + "}"
+        raise FetchError(f"{given} {tmpl!r} has an unknown placeholder {bad}{hint}; the valid ones are "
+                         + ", ".join("{" + k + "}" for k in valid))
+    if method == "https" and "path" not in [f for f, _, _ in fields]:
+        raise FetchError(f"{given} {tmpl!r} has no {{path}}: with --method https each file has its own URL ({RAW_SOURCE})")
+    return tmpl
+
 def _source_url(m:dict, source:str|None, method:str="git") -> str:
     "The source URL (git) or URL template (https, still holding {path}) of manifest `m`."
-    tmpl = source or os.environ.get("ARTSTUDY_DATA_SOURCE") or (DEFAULT_SOURCE if method == "git" else RAW_SOURCE)
+    env = os.environ.get("ARTSTUDY_DATA_SOURCE")
+    tmpl, given = ((source, "--source") if source else (env, "ARTSTUDY_DATA_SOURCE") if env else
+                   (DEFAULT_SOURCE if method == "git" else RAW_SOURCE, "the default source"))
+    _check_template(tmpl, method, given)
     return tmpl.format(**_parts(m)) if method == "git" else tmpl.replace("{commit}", m["commit"])
+
+def _is_copy(dest:Path) -> bool:
+    "Whether folder `dest` holds a (maybe damaged) fetched copy: one of the files a fetch writes beside the data."
+    return any((dest/f).is_file() for f in ("labels.csv", "SHA256SUMS", "source.json"))
 
 def fetch_dataset(name:str, to=None, source:str|None=None, manifests=None, method:str="auto", batch:int=1000,
                   progress:bool=True, keep_cache:bool=False, log=print) -> Path:
@@ -295,9 +370,10 @@ def fetch_dataset(name:str, to=None, source:str|None=None, manifests=None, metho
     m, method = read_manifest(name, manifests), _method(method)
     to = Path(to) if to else project_root()/"data"
     dest, url = to/name, _source_url(m, source, method)
-    if dest.exists() and not (dest/"labels.csv").is_file() and any(dest.iterdir()):
-        raise FetchError(f"{dest} exists and is not a copy of {name} (no labels.csv): move it away or fetch --to elsewhere")
-    work = dest if (dest/"labels.csv").is_file() else to/f".{name}.partial"  # hidden: never seen as a dataset
+    if dest.exists() and not _is_copy(dest) and any(dest.iterdir()):
+        raise FetchError(f"{dest} exists and is not a copy of {name} (no labels.csv, SHA256SUMS or source.json): "
+                         "move it away or fetch --to elsewhere")
+    work = dest if _is_copy(dest) else to/f".{name}.partial"  # hidden: never seen as a dataset
     log(licence_text(m))
     _clean_tmp(work)
     todo = _todo(work, m["files"])
@@ -307,9 +383,9 @@ def fetch_dataset(name:str, to=None, source:str|None=None, manifests=None, metho
         bad = (_download_https(todo, work, m, url, progress) if method == "https" else
                _download(todo, work, m, url, cache, batch, progress))
         if bad:
-            raise FetchError(f"{len(bad)} files of {name} from {m['repository']}@{m['commit'][:12]} ({url}) do not match "
-                             f"the manifest's checksums: {_some(bad)}. The source changed or is corrupt; nothing was kept "
-                             f"under those names.")
+            raise FetchError(f"{len(bad)} files of {name} from {m['repository']}@{m['commit'][:12]} ({url}) are "
+                             f"missing there or do not match the manifest's checksums: {_some(bad)}. The source changed "
+                             f"or is corrupt; nothing was kept under those names.")
     _finish(work, m, url)
     if not (rep := verify_dataset(name, work, manifests))["ok"]: raise FetchError(format_report(rep))
     if work != dest:

@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np, pandas as pd
 from .stats import crossed_test, holm, jackknife_test, one_sample_test, pilot_mde, pilot_power, row_verdict, seeds_for
 from .stats import _p_tost
+from .compare import LAYER_COLUMNS as LC, LAYER_KEYS
 
 # %% auto #0
 __all__ = ['FINDINGS', 'ROW_COLUMNS', 'Finding', 'register_finding', 'list_findings', 'get_finding', 'select', 'per_seed',
@@ -154,8 +155,9 @@ def _pair_tables(layers:pd.DataFrame, pair:str, by_group:bool=False) -> dict:
     "Per seed, the depth-ordered layer table of the analysis run of `pair` (per jackknife group with `by_group`)."
     if layers is None or layers.empty or "pair" not in layers or "seed" not in layers: return {}
     d = layers[layers.pair == pair].dropna(subset=["seed"])
-    if not by_group: return {int(s): g.sort_values("depth") for s, g in d.groupby("seed")}
-    return {int(s): {int(k): t.sort_values("depth") for k, t in g.groupby("group")} for s, g in d.groupby("seed")}
+    depth, group = LAYER_KEYS.depth, LAYER_KEYS.group
+    if not by_group: return {int(s): g.sort_values(depth) for s, g in d.groupby("seed")}
+    return {int(s): {int(k): t.sort_values(depth) for k, t in g.groupby(group)} for s, g in d.groupby("seed")}
 
 def layer_row(layers:pd.DataFrame, jackknife:pd.DataFrame, pairs, fn:Callable, condition:str, evidence:str="",
               unit:str="", mu0:float=0., direction:int|None=None) -> dict:
@@ -328,7 +330,7 @@ def _minutes_of(results:pd.DataFrame, pairs) -> float:
     runs = [select(results, "transfer_modes", mode=m) for m in modes] + [select(results, "analysis", pair=p) for p in pairs]
     return _minutes(*runs, seeds=set(_column(runs[-1], "seed").dropna()))
 
-def _learned(t:pd.DataFrame, col:str="cka", ref:str="cka_a_rand", top:int=3) -> float:
+def _learned(t:pd.DataFrame, col:str=LC.cka, ref:str=LC.cka_a_rand, top:int=3) -> float:
     "Depth gradient of `col` (lowest three layers minus the top `top`) minus that of the matched random change `ref`."
     g = lambda c: _low(t, c) - _top(t, c, top)
     return g(col) - g(ref)
@@ -337,7 +339,7 @@ def _learned(t:pd.DataFrame, col:str="cka", ref:str="cka_a_rand", top:int=3) -> 
                   "Gonthier et al. 2020", grids=("analysis",), unit="CKA", margin=0.05,
                   pilot=dict(sd=0.059, se_shared=0., source=_PILOT_LAYERS))
 def _f3(results, layers, jackknife):
-    raw = [gradient(t, "cka") for t in _pair_tables(layers, _MA).values()]
+    raw = [gradient(t, LC.cka) for t in _pair_tables(layers, _MA).values()]
     return [{**layer_row(layers, jackknife, _MA, _learned, "Mode A, wikiart7 valid, 1,260 images", unit="CKA",
                          evidence=f"raw gradient against 0 (descriptive) {np.round(raw, 3).tolist()}"), "minutes_per_seed": _minutes_of(results, (_MA,))}]
 
@@ -345,8 +347,8 @@ def _f3(results, layers, jackknife):
                   "Gonthier et al. 2020", grids=("analysis",), unit="overlap", margin=0.05,
                   pilot=dict(sd=0.034, se_shared=0., source=_PILOT_LAYERS))
 def _f4(results, layers, jackknife):
-    chance = [float(t.overlap_chance.iloc[-1]) for t in _pair_tables(layers, _MA).values() if "overlap_chance" in t]
-    return [{**layer_row(layers, jackknife, _MA, lambda t: _learned(t, "overlap_mean", "overlap_a_rand", top=1),
+    chance = [float(t[LC.overlap_chance].iloc[-1]) for t in _pair_tables(layers, _MA).values() if LC.overlap_chance in t]
+    return [{**layer_row(layers, jackknife, _MA, lambda t: _learned(t, LC.overlap_mean, LC.overlap_a_rand, top=1),
                          "Mode A, wikiart7 valid, 1,260 images", unit="overlap",
                          evidence=f"top-layer overlap vs chance k/N {np.round(np.mean(chance), 3) if chance else '–'} (descriptive)"),
              "minutes_per_seed": _minutes_of(results, (_MA,))}]
@@ -355,7 +357,7 @@ def _f4(results, layers, jackknife):
                   "Gonthier et al. 2020", grids=("analysis",), unit="entropy", direction=-1, margin=0.005,
                   pilot=dict(sd=0.0012, se_shared=0., source="issue 22's rerun of the previous quick study: Mode A − BN control per seed (−0.0032, −0.0010, −0.0031)"))
 def _f5(results, layers, jackknife):
-    return [{**layer_row(layers, jackknife, _MA, lambda t: _top(t, "entropy_b") - _top(t, "entropy_ctrl"),
+    return [{**layer_row(layers, jackknife, _MA, lambda t: _top(t, LC.entropy_b) - _top(t, LC.entropy_ctrl),
                          "Mode A − BN control, top 3 layers", unit="entropy"), "minutes_per_seed": _minutes_of(results, (_MA,))}]
 
 # %% ../nbs/09b_findings.ipynb #b58836d7
@@ -465,7 +467,7 @@ def _f9(results, layers, jackknife):
 @register_finding("F10", "BN recalibration alone explains most (over half) of the top-layer feature drift of fine-tuning",
                   "this study (a control the seed papers lacked)", grids=("analysis",), unit="share")
 def _f10(results, layers, jackknife):
-    share = lambda t: (1 - _top(t, "cka_a_ctrl")) / (1 - _top(t, "cka"))
+    share = lambda t: (1 - _top(t, LC.cka_a_ctrl)) / (1 - _top(t, LC.cka))
     return [{**layer_row(layers, jackknife, _MA, share, "(1 − CKA(ImageNet, BN control)) ÷ (1 − CKA(ImageNet, Mode A)), top 3 layers, − 0.5",
                          unit="share", mu0=0.5), "minutes_per_seed": _minutes_of(results, (_MA,))}]
 

@@ -9,17 +9,18 @@ stages the result. A multi-task run (`tasks=[...]`) is the same pipeline with on
 
 # %% ../nbs/04a_pipeline.ipynb #201d06d5
 from __future__ import annotations
-import difflib, hashlib, os, platform, time, warnings
-from dataclasses import asdict, dataclass, field, fields
+import hashlib, os, platform, time, warnings
 from pathlib import Path
 import numpy as np, torch
+from pydantic import ValidationError, model_validator
 from torch.utils.data import DataLoader, TensorDataset
 from .config import (FAST_CPU_ENV, PREDICTIONS, RunFolder, atomic_write_json, check_writable, dataset_path,
-                             default_device, count_problem, files_digest, get_setting, git_commit, interactive,
+                             default_device, files_digest, get_setting, git_commit, interactive,
                              package_versions, runs_dir, seed_everything, sha256_file, stage_metrics)
 from .data import SPLITS, ArtDataset, eval_loader, load_dataset, make_dls, subset
 from .features import split_features
 from .models import backbone_cfg, checkpoint_meta, head_module, load_checkpoint, save_checkpoint
+from .params import RUN_FIELDS, SETTING_FIELDS, ParamsError, RunParams, check_value, problems
 from .train import (BestWeights, HistoryCSV, ProbeFit, amp_dtype, build_learner, classification_report,
                             fit_cached_head, fit_logistic_head, fit_mode, mean_ap, mode_config, quietly, rank_classes, stopper)
 from .multitask import (check_tasks, load_tasks, multitask_dls, multitask_eval_loader, multitask_learner,
@@ -31,56 +32,25 @@ __all__ = ['SETTINGS_KEYS', 'RunConfig', 'check_config', 'run_config', 'select_d
            'image_predictions', 'fit_run', 'best_weights', 'convergence', 'run_summary', 'train_run', 'evaluate']
 
 # %% ../nbs/04a_pipeline.ipynb #9867f6d6
-SETTINGS_KEYS = ("backbone", "image_size", "batch_size", "seed", "num_workers", "channels_last")
+SETTINGS_KEYS = SETTING_FIELDS   # None means the settings.ini value
 
-@dataclass
-class RunConfig:
-    "Every parameter of one run; `None` among `SETTINGS_KEYS` means the `settings.ini` value. Checked when made."
-    study: str = "default"                 # runs/<study>/<run_id>/
-    run_id: str|None = None                # default: <dataset>[-<tasks>]-<mode>-s<seed>
-    dataset: str = "wikiart7"              # a dataset name (data roots) or a folder
-    label: str|None = None                 # the label column (one head); None: the dataset's first
-    tasks: list|None = None                # label columns, one head each (multi-task); None: one head on `label`
-    subset_by: str|None = None             # multi-task: the column that `n_per_class` stratifies by
-    task_weights: dict|None = None         # multi-task: {task: loss weight}
-    uncertainty: bool = False              # multi-task: learn the task weights (Kendall et al.)
-    mode: str = "mode_a"                   # a transfer mode of `train.MODES`, or "double"
-    then: str = "mode_a"                   # double fine-tuning: the mode of the second fine-tuning
-    init_from: str|None = None             # double fine-tuning: the source run folder or checkpoint
-    reinit_from: int|None = None           # end-from-scratch: the first re-initialised block
-    backbone: str|None = None
-    image_size: int|None = None
-    batch_size: int|None = None
-    epochs: int = 3                        # the most epochs (see `patience`)
-    seed: int|None = None
-    data_seed: int|None = None             # which images a subset draws (default: `seed`)
-    n_per_class: int|None = None           # training images per class (None: all)
-    n_valid_per_class: int|None = None     # validation images per class (None: all); the test split is never reduced
-    classes: list|None = None              # keep these classes only
-    frac: float|None = None                # keep this fraction of each class
-    lr_body: float|None = None             # default: the mode's
-    lr_head: float|None = None
-    cached: bool = True                    # off-the-shelf: fit the head on stored features
-    head_fit: str = "sgd"                  # off-the-shelf on stored features: "sgd" epochs or a "logreg" probe
-    patience: int|None = None              # early stopping on the validation loss
-    channels_last: bool|None = None
-    mixed_precision: bool|str|None = None
-    num_workers: int|None = None
-    device: str|None = None
-    data_root: str|None = None
-    weights_path: str|None = None          # ImageNet weights file (default: the installed package's)
-    eval_splits: list = field(default_factory=lambda: ["valid", "test"])
-    progress: bool|None = None             # None: a progress bar at a notebook, none under papermill
+class RunConfig(RunParams):
+    "Every parameter of one run (the `run` fields of `artstudy.params.Params`); checked when made."
+    def __init__(self, **params):
+        try: super().__init__(**params)
+        except ValidationError as e: raise ParamsError("the run's parameters", problems(e)) from None
 
-    def __post_init__(self):
+    @model_validator(mode="after")
+    def _complete(self):
         for k in SETTINGS_KEYS:
-            if getattr(self, k) is None: setattr(self, k, get_setting(k))
-        if isinstance(self.tasks, str): self.tasks = [self.tasks]
-        if self.tasks is not None: self.tasks = list(self.tasks)
-        self.eval_splits = [self.eval_splits] if isinstance(self.eval_splits, str) else list(self.eval_splits)
+            if getattr(self, k) is None:
+                v = get_setting(k)
+                if pr := check_value(k, v, override_bounds=SETTINGS_KEYS): raise ValueError(f"settings.ini or ARTSTUDY_{k.upper()}: {pr}")
+                setattr(self, k, v)
         check_config(self)
         if self.run_id is None:
             self.run_id = f"{self.dataset}-{'+'.join(self.tasks) + '-' if self.multi else ''}{self.mode}-s{self.seed}"
+        return self
 
     @property
     def multi(self) -> bool: return self.tasks is not None
@@ -91,34 +61,22 @@ class RunConfig:
 
 # %% ../nbs/04a_pipeline.ipynb #cd274843
 def check_config(c:RunConfig):
-    "Raise a `ValueError` that says what to change if `c` cannot run."
-    for k in ("epochs", "image_size", "batch_size", "n_per_class", "n_valid_per_class", "patience", "num_workers"):
-        if pr := count_problem(getattr(c, k), optional=k in ("n_per_class", "n_valid_per_class", "patience"),
-                               least=0 if k == "num_workers" else 1): raise ValueError(f"{k} {pr}")
-    if c.frac is not None and not 0 < c.frac <= 1: raise ValueError(f"frac must be a fraction in (0, 1], got {c.frac!r}")
-    if bad := [s for s in c.eval_splits if s not in SPLITS]:
-        raise ValueError(f"eval_splits {bad} are not splits; choose from {list(SPLITS)}")
+    "Raise a `ValueError` that says what to change if the fields of `c` cannot work together."
     if c.mode == "double" and not c.init_from:
         raise ValueError("mode 'double' needs init_from: the run folder or checkpoint of the first fine-tuning")
-    mode_config(c.transfer)   # an unknown mode, with the nearest one
-    if c.head_fit not in ("sgd", "logreg"): raise ValueError(f"head_fit must be 'sgd' or 'logreg', got {c.head_fit!r}")
+    if c.then == "double": raise ValueError("then='double': the second fine-tuning is one transfer mode, e.g. 'mode_a'")
     if c.head_fit == "logreg" and not (c.mode == "off_the_shelf" and c.cached and not c.multi):
         raise ValueError("head_fit='logreg' fits one off-the-shelf head on cached features: use it with "
                          "mode='off_the_shelf', cached=True and no tasks")
-    if c.multi and not c.tasks: raise ValueError("tasks is empty: name at least one label column, e.g. tasks=['style']")
     if c.multi and c.label: raise ValueError(f"label={c.label!r} and tasks={c.tasks}: a multi-task run has one head per task; "
                                              "drop label (subset_by picks the column n_per_class stratifies by)")
     if not c.multi and (set_ := [k for k in ("subset_by", "task_weights") if getattr(c, k)] + (["uncertainty"] if c.uncertainty else [])):
         raise ValueError(f"{set_} apply to multi-task runs only: give tasks=[...] or drop them")
 
 def run_config(params:dict|RunConfig|None=None, **kwargs) -> RunConfig:
-    "`params` with `kwargs` on top, as a checked `RunConfig`; an unknown name is refused with the nearest known one."
-    if isinstance(params, RunConfig): params = asdict(params)
-    p, known = {**(params or {}), **kwargs}, [f.name for f in fields(RunConfig)]
-    if bad := [k for k in p if k not in known]:
-        hints = [f"{k!r}" + (f" (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, known, n=1)) else "") for k in bad]
-        raise ValueError(f"unknown run parameter(s) {', '.join(hints)}; known: {', '.join(known)}")
-    return RunConfig(**p)
+    "`params` with `kwargs` on top, as a checked `RunConfig`; every problem is named in one `ParamsError`."
+    if isinstance(params, RunConfig): params = params.model_dump()
+    return RunConfig(**{**(params or {}), **kwargs})
 
 # %% ../nbs/04a_pipeline.ipynb #32cbca17
 def select_data(c:RunConfig) -> tuple[ArtDataset, dict|None]:
@@ -167,7 +125,7 @@ def start_run(c:RunConfig, run_dir=None) -> RunFolder:
 
 def record_run(rf:RunFolder, c:RunConfig, cfg:dict, dev, data:dict, **extra) -> dict:
     "Write `params.json`: the batch runner's record (if any), the run's parameters, provenance and `data`."
-    rec = {**rf.read_params(), **asdict(c), "transfer": cfg, "device": str(dev), "git_commit": git_commit(), **extra,
+    rec = {**rf.read_params(), **c.model_dump(), "transfer": cfg, "device": str(dev), "git_commit": git_commit(), **extra,
            "versions": package_versions(), "torch_threads": torch.get_num_threads(), "hardware": hardware_info(dev),
            "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "data": data}
     atomic_write_json(rf.params, rec)
@@ -260,7 +218,10 @@ def _split_report(model, ds, split, c:RunConfig, stats, dev, feats=None) -> tupl
         dl = eval_loader(ds, split=split, size=c.image_size, bs=c.batch_size * 2, stats=stats, num_workers=c.num_workers)
         probs, ys = predict_probs(model, dl, dev, multi, channels_last=c.channels_last)
     preds = image_predictions(split_paths(ds, split), probs, ys)
-    if multi: return {"mAP": mean_ap(probs, ys), "n_images": len(ys)}, preds
+    if multi:   # several labels per image: no confusion matrix, an average precision per class
+        from sklearn.metrics import average_precision_score
+        ap = {k: float(average_precision_score(ys[:, j], probs[:, j])) if ys[:, j].any() else None for j, k in enumerate(ds.classes)}
+        return {"mAP": mean_ap(probs, ys), "per_class_ap": ap, "n_images": len(ys)}, preds
     return classification_report(probs, ys, ds.classes), preds
 
 # %% ../nbs/04a_pipeline.ipynb #bcb79f8d
@@ -281,7 +242,8 @@ def fit_run(learn, c:RunConfig, feats=None, hist=None) -> BestWeights|ProbeFit:
     fdls = DataLoaders(TfmdDL(TensorDataset(*feats("train")), bs=c.batch_size, shuffle=True, drop_last=True, num_workers=0),
                        TfmdDL(TensorDataset(*feats("valid")), bs=1024, num_workers=0), device=learn.dls.device)
     fdls.c = learn.dls.c
-    return best_weights(fit_cached_head(learn.model, fdls, c.epochs, learn.transfer_cfg, cbs=[hist], quiet=c.quiet))
+    return best_weights(fit_cached_head(learn.model, fdls, c.epochs, learn.transfer_cfg, cbs=[hist], quiet=c.quiet,
+                                        multi_label=getattr(learn.dls, "multi_label", False)))
 
 def best_weights(learn) -> BestWeights:
     "The `BestWeights` callback of `learn` (its best epoch and validation loss)."
@@ -335,7 +297,11 @@ def train_run(params:dict|RunConfig|None=None, run_dir=None, **kwargs) -> dict:
 
 # %% ../nbs/04a_pipeline.ipynb #4a260353
 def _eval_split(ds:ArtDataset, split:str|None, path) -> ArtDataset:
-    "The rows of `split` (all if None); a split the dataset lacks is an error that lists the ones it has."
+    "The rows of `split` (all if None); a split the dataset lacks, or has not of its own, is an error that says what to do."
+    from artstudy.data import read_table
+    if split and "split" not in read_table(ds.root)[0]:   # load_dataset drew a random split: scoring part of it means nothing
+        raise ValueError(f"{path} has no splits of its own (no split column or split folders), so split {split!r} would be "
+                         "a random part of it; leave the split out to score every image")
     if split and split not in set(ds.df["split"]):
         raise ValueError(f"split {split!r} is not in {path}; its splits are {sorted(set(ds.df['split']))}")
     return ds.split(split) if split else ds
@@ -344,7 +310,11 @@ def _eval_model(checkpoint, meta:dict, device):
     "The checkpoint's model on `device`, and the normalisation and image size it was trained with."
     model, dev = load_checkpoint(checkpoint), default_device(device)
     cfg = backbone_cfg(model)
-    return model.to(dev), dev, (meta.get("mean") or cfg["mean"], meta.get("std") or cfg["std"]), meta.get("image_size") or get_setting("image_size")
+    size = meta.get("image_size") or get_setting("image_size")
+    if pr := check_value("image_size", size, override_bounds=["image_size"] if isinstance(size, int) and size <= 4096 else ()):
+        raise ValueError(f"{checkpoint} records an unusable {pr.split(';')[0]}: it is damaged or was not written by artstudy; "
+                         "evaluate another checkpoint, or retrain the run")
+    return model.to(dev), dev, (meta.get("mean") or cfg["mean"], meta.get("std") or cfg["std"]), size
 
 def _score_tasks(checkpoint, meta, dataset, split, bs, num_workers, device, on_error) -> dict:
     tc = meta["tasks_classes"]

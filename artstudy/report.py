@@ -9,18 +9,20 @@ writes a standalone HTML file. The report reads results only: it trains nothing 
 
 # %% ../nbs/10_report.ipynb #c58f55bd
 from __future__ import annotations
-import os, sys
+import json, os, re, sys, time
 from pathlib import Path
 import numpy as np, pandas as pd
 import plotly.express as px, plotly.graph_objects as go
 from .findings import decide_findings
-from .config import PREDICTIONS, RunFolder, project_root, read_json, run_predictions, runs_dir
+from .compare import LAYER_COLUMNS as LC, LAYER_KEYS
+from .config import PREDICTIONS, RunFolder, atomic_path, project_root, read_json, run_predictions, runs_dir, strip_ansi
 from .runs import collect, finished_runs, study_dir
 
 # %% auto #0
-__all__ = ['study_results', 'analysis_layers_table', 'study_findings', 'plot_findings', 'lr_ratio_table', 'source_class_table',
-           'gain_pairs', 'weight_change_table', 'plot_weight_change', 'plot_mode_accuracy', 'plot_double_finetune',
-           'plot_factors', 'plot_analysis_layers', 'folded', 'standalone_figures', 'render_report']
+__all__ = ['REPORT_ERROR', 'study_results', 'analysis_layers_table', 'study_findings', 'plot_findings', 'lr_ratio_table',
+           'source_class_table', 'gain_pairs', 'weight_change_table', 'plot_weight_change', 'plot_mode_accuracy',
+           'plot_double_finetune', 'plot_factors', 'plot_analysis_layers', 'section', 'best_classifier',
+           'plot_confusion', 'folded', 'standalone_figures', 'ReportError', 'report_error', 'render_report']
 
 # %% ../nbs/10_report.ipynb #de9e9f64
 def _col(df, *names):
@@ -176,11 +178,12 @@ def weight_change_table(study, group:str="lr_ratio", runs_dir=None) -> pd.DataFr
 def plot_weight_change(wc:pd.DataFrame, by:str="param_lr_ratio", title:str|None=None) -> go.Figure:
     "Mean relative weight change per block over seeds, one line per value of `by`, one panel per target (log scale)."
     if wc.empty: return go.Figure().update_layout(title="no weight-change tables")
-    m = wc.groupby(["target", by, "depth", "block"]).relative_frobenius.mean().reset_index().sort_values([by, "depth"])
+    rel, depth = LC.relative_frobenius, LAYER_KEYS.depth   # run_weight_change's columns: per block, as compare's per layer
+    m = wc.groupby(["target", by, depth, "block"])[rel].mean().reset_index().sort_values([by, depth])
     m[by] = m[by].astype(str)
-    fig = px.line(m, x="block", y="relative_frobenius", color=by, facet_col="target", markers=True, log_y=True,
+    fig = px.line(m, x="block", y=rel, color=by, facet_col="target", markers=True, log_y=True,
                   title=title or f"relative weight change per block by {by.removeprefix('param_')} (mean over seeds)")
-    return fig.update_xaxes(categoryorder="array", categoryarray=list(dict.fromkeys(m.sort_values("depth").block)))
+    return fig.update_xaxes(categoryorder="array", categoryarray=list(dict.fromkeys(m.sort_values(depth).block)))
 
 # %% ../nbs/10_report.ipynb #dd2ac56c
 def plot_mode_accuracy(results:pd.DataFrame, group=("transfer_modes", "off_the_shelf"), by:str="mode", metric:str="top1",
@@ -234,16 +237,56 @@ def plot_factors(results:pd.DataFrame, dg:pd.DataFrame|None=None) -> go.Figure:
     fig.update_yaxes(tickformat="+.0%", row=1, col=3)
     return fig.update_layout(height=420, title="Fine-tuning factors (F8): mean ± std over seeds")
 
-def plot_analysis_layers(layers:pd.DataFrame, metrics=("cka", "cka_ctrl_b", "relative_frobenius", "overlap_mean", "entropy_change")) -> go.Figure:
-    "Per-layer curves of each metric for every analysis pair."
+def plot_analysis_layers(layers:pd.DataFrame, metrics=(LC.cka, LC.cka_ctrl_b, LC.relative_frobenius, LC.overlap_mean,
+                                                       LC.entropy_change)) -> go.Figure:
+    "Per-layer curves of each metric (names of `compare.LAYER_COLUMNS`) for every analysis pair, titled with their units."
     if layers.empty: return go.Figure().update_layout(title="no analysis runs")
-    d = layers.melt(id_vars=["pair", "layer", "depth"], value_vars=[m for m in metrics if m in layers], var_name="metric")
-    log = d.metric == "relative_frobenius"   # from scratch moves ~1000x more than fine-tuning: a log scale shows both
+    layer, depth = LAYER_KEYS.layer, LAYER_KEYS.depth
+    d = layers.melt(id_vars=["pair", layer, depth], value_vars=[m for m in metrics if m in layers], var_name="metric")
+    log = d.metric == LC.relative_frobenius   # from scratch moves ~1000x more than fine-tuning: a log scale shows both
     d.loc[log, "value"] = np.log10(d.loc[log, "value"].astype(float).clip(lower=1e-12))
-    d.loc[log, "metric"] = "log10 relative_frobenius"
-    fig = px.line(d.sort_values("depth"), x="depth", y="value", color="pair", facet_col="metric", facet_col_wrap=2,
-                  markers=True, hover_data=["layer"])
+    d["metric"] = [f"{'log10 ' if lg else ''}{m} ({LC[m].unit})" if m in LC else m for m, lg in zip(d.metric, log)]
+    fig = px.line(d.sort_values(depth), x=depth, y="value", color="pair", facet_col="metric", facet_col_wrap=2,
+                  markers=True, hover_data=[layer])
     return fig.update_yaxes(matches=None, showticklabels=True).update_layout(height=600, title="What fine-tuning changed, layer by layer")
+
+# %% ../nbs/10_report.ipynb #a954a529
+def section(results:pd.DataFrame, title:str, grids) -> bool:
+    "Show the heading of the report section on `grids`, with the findings they decide and the datasets, if the study ran them."
+    from IPython.display import Markdown, display
+    from artstudy.findings import FINDINGS
+    grids = [grids] if isinstance(grids, str) else list(grids)
+    d = results[results.group.isin(grids)] if len(results) else results
+    if not len(d): return False
+    ids = [f.id for f in FINDINGS.values() if set(f.grids) <= set(grids)]
+    data = sorted({Path(str(x)).name for x in _col(d, "dataset", "param_dataset").dropna()})
+    display(Markdown(f"## {title}" + (f" on {', '.join(data)}" if data else "") + (f" ({', '.join(ids)})" if ids else "")))
+    return True
+
+def best_classifier(study, results:pd.DataFrame, groups=("transfer_modes", "off_the_shelf"), runs_dir=None) -> dict|None:
+    "The mode with the best mean top-1 among `groups`: its per-class accuracy (mean, sd over seeds) and summed confusion."
+    d = results[results.group.isin(groups)].dropna(subset=["top1"]) if len(results) else results
+    if not len(d): return None
+    best = d.groupby(["group", "mode"]).top1.mean().idxmax()
+    runs, folder = d[(d.group == best[0]) & (d["mode"] == best[1])], study_dir(study, runs_dir)
+    reps = [m["reports"][m["eval_split"]] for m in (read_json(RunFolder(folder/str(r)).metrics) for r in runs.run_id)]
+    reps = [r for r in reps if "confusion" in r]
+    if not reps: return None
+    acc = pd.DataFrame([r["per_class_accuracy"] for r in reps]).astype(float)
+    classes = list(reps[0]["per_class_accuracy"])
+    table = pd.DataFrame({"accuracy": acc.mean(), "sd over seeds": acc.std(), "images": np.sum([r["confusion"] for r in reps], 0).sum(1) / len(reps)})
+    return dict(group=best[0], mode=best[1], seeds=len(reps), top1=float(runs.top1.mean()), classes=classes,
+                per_class=table.rename_axis("class").sort_values("accuracy"), confusion=np.sum([r["confusion"] for r in reps], 0))
+
+def plot_confusion(best:dict) -> go.Figure:
+    "The summed confusion matrix of `best_classifier`, each row as shares of its class."
+    cm, cl = np.asarray(best["confusion"], float), best["classes"]
+    share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    return go.Figure(go.Heatmap(z=share, x=cl, y=cl, colorscale="Blues", zmin=0, zmax=1, text=cm.astype(int),
+                                texttemplate="%{text}", hovertemplate="true %{y}, predicted %{x}: %{z:.0%}<extra></extra>")
+                     ).update_layout(title=f"{best['mode']}: confusion on the test split, {best['seeds']} seeds summed "
+                                           f"(top-1 {best['top1']:.1%}); colour: share of the row", xaxis_title="predicted",
+                                     yaxis_title="true", yaxis_autorange="reversed")
 
 # %% ../nbs/10_report.ipynb #86402cc9
 def folded(df:pd.DataFrame, summary:str, csv=None, digits:int=3):
@@ -264,19 +307,67 @@ def standalone_figures():
     import plotly.io as pio
     pio.renderers.default = "plotly_mimetype+notebook"
 
+REPORT_ERROR = "report.error.txt"   # beside report.html: the full traceback of the last failed render
+
+class ReportError(RuntimeError):
+    "The report notebook failed: a one-paragraph message naming the cell; the traceback is in `REPORT_ERROR`."
+
+_CELL_LINE = re.compile(r"^Cell In\[\d+\], line (\d+)", re.M)
+_FRAME = re.compile(r"^File (.+?):(\d+), in ([\w.<>]+)", re.M)
+
+def _cell_position(nb:Path, source:str) -> int|None:
+    "1-based position in notebook `nb` of the code cell whose source is `source` (None if it is not there)."
+    try: cells = json.loads(Path(nb).read_text(encoding="utf-8"))["cells"]
+    except (OSError, ValueError, KeyError): return None
+    text = lambda c: "".join(c.get("source", "")) if isinstance(c.get("source"), list) else c.get("source", "")
+    return next((i + 1 for i, c in enumerate(cells) if c.get("cell_type") == "code" and text(c).strip() == source.strip()), None)
+
+def report_error(e, nb, log) -> str:
+    "One paragraph for a failed cell (a `PapermillExecutionError`): cell and line of `nb`, the error, where to read more."
+    tb, lines = strip_ansi("\n".join(e.traceback)), str(e.source).splitlines()
+    pos, n = _cell_position(nb, str(e.source)), [int(x) for x in _CELL_LINE.findall(tb)]
+    where = f"cell {pos}" if pos else f"cell In [{e.exec_count}]"
+    if n and 0 < n[-1] <= len(lines): where += f", line {n[-1]}: `{lines[n[-1] - 1].strip()}`"
+    ours = [f for f in _FRAME.findall(tb) if f"{os.sep}artstudy{os.sep}" in f[0]]
+    inner = f" (raised through {Path(ours[-1][0]).name}:{ours[-1][1]}, in {ours[-1][2]})" if ours else ""
+    value = (strip_ansi(e.evalue).strip().splitlines() or [""])[0][:300]
+    return (f"the report notebook {nb} failed at {where}: {e.ename}: {value}{inner}. The full traceback is in {log}; "
+            "the previous report is unchanged.")
+
+def _write_error(log:Path, study:str, nb, text:str):
+    "Write a failed render's details to `log` atomically."
+    with atomic_path(log) as tmp:
+        tmp.write_text(f"report of study {study!r} failed {time.strftime('%Y-%m-%d %H:%M:%S')}\nnotebook: {nb}\n\n{text}\n",
+                       encoding="utf-8")
+
+def _execute(nb:Path, partial:Path, study:str, out_dir:Path, params:dict, kernel_name:str):
+    "Run the report notebook; a failure becomes a one-paragraph `ReportError`, its traceback `REPORT_ERROR`."
+    import papermill as pm
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+    log = out_dir/REPORT_ERROR
+    try: pm.execute_notebook(str(nb), str(partial), parameters=params, kernel_name=kernel_name, progress_bar=False,
+                             cwd=str(out_dir))
+    except pm.PapermillExecutionError as e:
+        _write_error(log, study, nb, f"cell:\n{e.source}\n\n{strip_ansi(chr(10).join(e.traceback))}")
+        raise ReportError(report_error(e, nb, log)) from None
+    except (CellTimeoutError, DeadKernelError) as e:
+        import traceback
+        _write_error(log, study, nb, strip_ansi(traceback.format_exc()))
+        first = (strip_ansi(e).strip().splitlines() or [""])[0][:300]
+        raise ReportError(f"the report notebook {nb} stopped: {type(e).__name__}: {first}. The full traceback is in "
+                          f"{log}; any earlier report is kept.") from None
+    log.unlink(missing_ok=True)
+
 def render_report(study:str, runs_dir_=None, kernel_name:str="python3", html:bool=True, notebook=None) -> Path:
     "Execute the report `notebook` (default nbs/experiments/report.ipynb) for `study`; writes report.ipynb and report.html."
-    import papermill as pm
     from nbconvert import HTMLExporter
-    from artstudy.config import atomic_path
     from artstudy.runs import left_out, study_status
     out_dir = study_dir(study, runs_dir_)
     if not out_dir.is_dir(): raise FileNotFoundError(f"no study folder {out_dir}: run `python -m artstudy run configs/{study}.yaml` first")
     if left := left_out(study_status(out_dir)): print(f"report: runs of {study} left out:\n{left}", file=sys.stderr)
     nb = Path(notebook) if notebook else project_root()/"nbs"/"experiments"/"report.ipynb"
     out, partial = out_dir/"report.ipynb", out_dir/".report.partial.ipynb"   # a failed render keeps the old report
-    pm.execute_notebook(str(nb), str(partial), parameters=dict(STUDY=study, RUNS_DIR=str(runs_dir(runs_dir_))),
-                        kernel_name=kernel_name, progress_bar=False, cwd=str(out_dir))
+    _execute(nb, partial, study, out_dir, dict(STUDY=study, RUNS_DIR=str(runs_dir(runs_dir_))), kernel_name)
     os.replace(partial, out)
     if not html: return out
     body, _ = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True).from_filename(str(out))

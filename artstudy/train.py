@@ -240,11 +240,13 @@ def stopper(patience:int) -> EarlyStoppingCallback:
 
 
 # %% ../nbs/03_train.ipynb #e8e15188
-def fit_cached_head(model, dls_feats:DataLoaders, epochs:int, cfg:dict, cbs=None, quiet:bool=False) -> Learner:
-    "Train the head of `model` on cached features; returns the head's `Learner` (its history is the run's history)."
+def fit_cached_head(model, dls_feats:DataLoaders, epochs:int, cfg:dict, cbs=None, quiet:bool=False,
+                    multi_label:bool=False) -> Learner:
+    "Train the head of `model` on cached features (several labels per image: sigmoid heads); returns the head's `Learner`."
     head = head_module(model)
-    learn = Learner(dls_feats, head, loss_func=CrossEntropyLossFlat(), opt_func=opt_func(cfg["opt"]),
-                    metrics=fastai_metrics(dls_feats.c), cbs=L(cbs) + [BestWeights()])
+    loss = BCEWithLogitsLossFlat() if multi_label else CrossEntropyLossFlat()
+    learn = Learner(dls_feats, head, loss_func=loss, opt_func=opt_func(cfg["opt"]),
+                    metrics=fastai_metrics(dls_feats.c, multi_label), cbs=L(cbs) + [BestWeights()])
     with (learn.no_bar() if quiet else contextlib.nullcontext()), (learn.no_logging() if quiet else contextlib.nullcontext()):
         learn.fit(epochs, lr=cfg["lr_head"])
     return learn

@@ -92,3 +92,52 @@ def test_imagenet_features_from_an_empty_store_with_default_arguments(tmp_path, 
     x, y = imagenet_features(ds, "train", model=net)
     assert x.shape == (len(y), 1280) and len(y) == (ds.df.split == "train").sum()
     assert torch.equal(imagenet_features(ds, "train", model=net)[0], x)
+
+# ---------------------------------------------------------------- the columns, named once
+import ast, json
+from pathlib import Path
+from artstudy.compare import CHANNEL_METRICS, LAYER_COLUMNS, LAYER_KEYS, Columns, analysis_pass, random_control_model, _tables
+
+ROOT = Path(__file__).resolve().parents[1]
+
+def test_every_column_compare_makes_is_registered_and_every_registered_one_is_made():
+    "With every control, spatial CKA and the jackknife on: the tables' columns are exactly the registered ones."
+    import copy, timm
+    torch.manual_seed(0)
+    a, b = (timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=4).eval() for _ in range(2))
+    g = torch.Generator().manual_seed(0)
+    xs, ys = 2 * torch.rand(24, 3, 32, 32, generator=g) + 1, torch.arange(24) % 4
+    dl = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xs, ys), batch_size=8)
+    ctl = {"ctrl": recalibrate_bn(copy.deepcopy(a), dl), "rand": random_control_model(a, b, dl, seed=1)}
+    lyrs = ["blocks.1", "conv_head"]
+    t = _tables(a, b, analysis_pass(a, b, dl, lyrs, k=3, progress=False, controls=ctl, spatial=2, extra=8), lyrs, 3, 4,
+                n_perm=5, groups=3)
+    made = set(t["layers"].columns) | set(t["jackknife"].columns)
+    assert made == set(LAYER_COLUMNS) | set(LAYER_KEYS), (made ^ (set(LAYER_COLUMNS) | set(LAYER_KEYS)))
+    assert set(t["channels"].metric) == set(CHANNEL_METRICS)
+    assert all(c.meaning and c.unit for c in LAYER_COLUMNS.values()) and all(c.unit for c in CHANNEL_METRICS.values())
+
+def test_an_unregistered_column_is_refused():
+    from artstudy.compare import _registered
+    cols = Columns(); cols.register("x", "a thing", "units")
+    assert cols.x == "x" and cols["x"].unit == "units"
+    with pytest.raises(AttributeError, match="no registered column 'y'"): cols.y
+    with pytest.raises(ValueError, match="already registered"): cols.register("x", "again")
+    import pandas as pd
+    with pytest.raises(ValueError, match=r"unregistered columns \['y'\]"): _registered(pd.DataFrame(dict(x=[1], y=[2])), "layers", cols)
+
+def _strings(tree):
+    "String constants of a module or cell, but a finding's `unit=` label (its own word, not a column)."
+    skip = {id(k.value) for k in ast.walk(tree) if isinstance(k, ast.keyword) and k.arg == "unit"}
+    return [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in skip]
+
+@pytest.mark.parametrize("where", ["artstudy/findings.py", "artstudy/report.py", "artstudy/explorer.py", "artstudy/featvis.py",
+                                   "nbs/experiments/report.ipynb"])
+def test_no_module_spells_compares_column_names(where):
+    "Findings, report, explorer and featvis import the names from `compare` instead of writing them as strings."
+    p = ROOT / where
+    srcs = ([p.read_text()] if p.suffix == ".py" else
+            ["".join(c["source"]) for c in json.loads(p.read_text())["cells"] if c["cell_type"] == "code"])
+    names = set(LAYER_COLUMNS) | set(CHANNEL_METRICS)
+    spelt = sorted({s for src in srcs for s in _strings(ast.parse(src)) if s in names})
+    assert not spelt, f"{where} spells {spelt}: use compare.LAYER_COLUMNS / CHANNEL_METRICS"

@@ -162,3 +162,84 @@ def test_render_checkpoint_equals_a_render_of_the_saved_model(tmp_path):
     b = render(m, "blocks.2", [0, 5], steps=2, size=24, seed=1, cache=False, **S)
     c = render(m, "blocks.2", [0, 5], steps=2, size=24, seed=2, cache=False, **S)
     assert a.shape == b.shape == (2, 3, 24, 24) and torch.equal(a, b) and not torch.allclose(a, c, atol=1e-3)
+
+# --- any objective (Lucent's render_vis(model, objective))
+from artstudy.featvis import Objective, channel, direction, neuron, objective_value
+
+def _hooked(model, layer, images):
+    "The output of `layer` on `images` (0.5/0.5-normalised by hand) captured by a plain forward hook, as float64."
+    got = {}
+    h = model.get_submodule(layer).register_forward_hook(lambda m, i, o: got.update(out=o.detach()))
+    try:
+        with torch.no_grad(): model.eval()((images - 0.5) / 0.5)
+    finally: h.remove()
+    return got["out"].double().numpy()
+
+def test_direction_value_is_the_dot_product_by_hand(tiny):
+    torch.manual_seed(0)
+    imgs, v = torch.rand(3, 3, 40, 40), torch.randn(80)
+    a = _hooked(tiny, "blocks.3", imgs)                            # (3, 80, H, W)
+    B, C, H, W = a.shape
+    hand = np.array([sum(a[b, c, i, j] * float(v[c]) for c in range(C) for i in range(H) for j in range(W)) / (H * W)
+                     for b in range(B)])
+    got = objective_value(tiny, direction("blocks.3", v), imgs, **S)
+    assert got.shape == (3,) and np.allclose(got.numpy(), hand, rtol=1e-4, atol=1e-5)
+    per_item = torch.randn(3, 80)                                  # one direction per image
+    hand2 = np.einsum("bchw,bc->b", a, per_item.double().numpy()) / (H * W)
+    assert np.allclose(objective_value(tiny, direction("blocks.3", per_item), imgs, **S).numpy(), hand2, rtol=1e-4, atol=1e-5)
+
+def test_sums_and_multiples_are_the_sums_of_values(tiny):
+    torch.manual_seed(1)
+    imgs = torch.rand(2, 3, 40, 40)
+    a, b, c = channel("blocks.2", 3), direction("blocks.4", torch.randn(112)), neuron("blocks.3", 7)
+    va, vb, vc = (objective_value(tiny, o, imgs, **S).double() for o in (a, b, c))
+    t = _hooked(tiny, "blocks.3", imgs)
+    assert np.allclose(vc.numpy(), t[:, 7, t.shape[2] // 2, t.shape[3] // 2], rtol=1e-5)     # the centre unit by hand
+    for obj, want in ((a + b, va + vb), (2 * a - b / 4 + 1, 2 * va - vb / 4 + 1), (-c, -vc),
+                      (Objective.sum([a, b, c]), va + vb + vc), (3 - a, 3 - va)):
+        assert set(obj.layers) <= {"blocks.2", "blocks.3", "blocks.4"}
+        assert torch.allclose(objective_value(tiny, obj, imgs, **S).double(), want, rtol=1e-5, atol=1e-6), obj
+
+def test_render_raises_any_objective(net):
+    "A channel, a direction and a negated channel, each rendered from its start: the objective rises against the start."
+    model, source = net
+    layer, size = "blocks.3", 64
+    start0 = start_images([0], size=size)                        # the start of image 0 of an objective render
+    a0 = torch.stack([objective_value(model, channel(layer, k), start0, **S)[0] for k in range(16)])
+    chans = [int(k) for k in torch.nonzero(a0 > 0.5).flatten()[:2]]
+    assert len(chans) == 2, a0
+    v = torch.zeros(80); v[chans] = 1.
+    rows = []
+    for obj in (channel(layer, chans[0]), direction(layer, v), -channel(layer, chans[1])):
+        img = render(model, obj, steps=16, size=size, cache=False, **S)
+        start, final = (float(objective_value(model, obj, x, **S)[0]) for x in (start_images([0], size=size), img))
+        rows.append((obj.name, start, final))
+    print(f"\nobjective before and after 16 steps ({source}, {size} px):\n" + "\n".join(map(str, rows)))
+    (_, s1, f1), (_, s2, f2), (_, s3, f3) = rows
+    assert f1 > 2 * s1 > 0 and f2 > 2 * s2 > 0      # channel and direction: more than double
+    assert f3 > s3 and -f3 < 0.5 * -s3              # the negated channel: its activation at least halves
+
+def test_objective_renders_are_cached_by_key(tiny, tmp_path, monkeypatch):
+    kw = dict(steps=2, size=32, cache=tmp_path, **S)
+    obj = channel("blocks.2", 1) + 0.5 * direction("blocks.3", torch.ones(80))
+    a = render(tiny, obj, n=2, **kw)
+    calls = []
+    real = fv._optimise
+    monkeypatch.setattr(fv, "_optimise", lambda *x: calls.append(x[2]) or real(*x))
+    assert torch.equal(render(tiny, channel("blocks.2", 1) + 0.5 * direction("blocks.3", torch.ones(80)), n=2, **kw), a)
+    assert calls == []                                              # an equal objective: the same key, read back
+    render(tiny, channel("blocks.2", 1) + 0.5 * direction("blocks.3", 2 * torch.ones(80)), n=2, **kw)
+    render(tiny, obj, n=1, **kw)
+    n_files = len(list((tmp_path / "featvis").glob("*.pt")))
+    bare = Objective(lambda acts: acts["blocks.2"].mean((1, 2, 3)), ["blocks.2"], "bare")
+    render(tiny, bare, **kw); render(tiny, bare, **kw)             # no key: rendered twice, never cached
+    assert calls == [[0, 1], [0], [0], [0]] and len(list((tmp_path / "featvis").glob("*.pt"))) == n_files == 3
+
+def test_old_call_forms_still_work(tiny):
+    "render(model, layer, channels, steps, size) positionally, and 'layer:k', give the images of channel objectives."
+    kw = dict(cache=False, **S)
+    old = render(tiny, "blocks.2", [0], 2, 24, **kw)
+    assert torch.equal(old, render(tiny, channel("blocks.2", 0), steps=2, size=24, **kw))
+    assert torch.equal(old, render(tiny, "blocks.2:0", steps=2, size=24, **kw))
+    with pytest.raises(ValueError, match="own channels"): render(tiny, channel("blocks.2", 0), [1], steps=1, size=24, **kw)
+    with pytest.raises(TypeError, match="not an objective"): render(tiny, 3, steps=1, size=24, **kw)

@@ -1,11 +1,11 @@
 "`python -m artstudy data fetch|verify` against local git repositories laid out like the public sources (offline)."
-import csv, hashlib, io, json, shutil, signal, subprocess, sys
+import csv, hashlib, io, json, re, shlex, shutil, signal, subprocess, sys
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 import pytest
 from artstudy import config, fetch
 from artstudy.__main__ import main
-from artstudy.fetch import FetchError, fetch_dataset, local_source, read_manifest, verify_dataset
+from artstudy.fetch import FetchError, fetch_dataset, local_source, read_manifest, verify_dataset, write_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent/"shared"/"data"
@@ -89,6 +89,35 @@ def test_verify_names_missing_and_corrupt_files(sources, tmp_path):
     assert rc == 1
     assert f"1 missing ({rels[0]})" in out and f"1 corrupt ({rels[1]})" in out and "data fetch wikiart_mt" in out, out
 
+def _repair(out):
+    "The repair command that `data verify` printed, as arguments for `main`."
+    cmd = re.search(r"Run `(python -m artstudy data fetch [^`]+)`", out)
+    assert cmd, out
+    return shlex.split(cmd[1])[3:]
+
+def test_verify_suggests_the_repair_command_for_the_copy_it_checked(sources, tmp_path):
+    "--root, --manifests and a folder in an odd place (a space in its name) are all in the command, which works as printed."
+    root, src = tmp_path/"my data", f"{sources.as_uri()}/src/{{repository}}"
+    fetch_dataset("wikiart_mt", to=root, source=src, manifests=sources/"man", progress=False, log=lambda s: None)
+    rels = [f[0] for f in read_manifest("wikiart_mt", sources/"man")["files"]]
+    for broken in ([rels[0]], ["labels.csv", rels[1]]):                # labels.csv gone too: still repaired in place
+        for rel in broken: (root/"wikiart_mt"/rel).unlink()
+        rc, out, _ = _cli("data", "verify", "wikiart_mt", "--root", str(root), "--manifests", str(sources/"man"))
+        assert rc == 1 and f"{len(broken)} missing" in out, out
+        args = _repair(out)
+        assert args[:4] == ["data", "fetch", "wikiart_mt", "--to"] and args[4:] == [str(root), "--manifests", str(sources/"man")]
+        rc, _, err = _cli(*args, "--source", src, "--no-progress")
+        assert rc == 0, err
+        assert verify_dataset("wikiart_mt", root/"wikiart_mt", sources/"man")["ok"]
+    assert sorted(p.name for p in root.iterdir()) == ["wikiart_mt"]     # repaired in place, no second copy
+
+def test_verify_without_a_manifest_says_where_to_restore_from(tmp_path):
+    d = tmp_path/"mine"; (d/"images"/"a").mkdir(parents=True); (d/"images"/"a"/"1.jpg").write_bytes(b"x")
+    (d/"SHA256SUMS").write_text(f"{hashlib.sha256(b'y').hexdigest()}  images/a/1.jpg\n")
+    rep = verify_dataset("mine", d, tmp_path/"no-manifests")
+    assert fetch.format_report(rep).endswith("1 corrupt (images/a/1.jpg) of 1 files. Restore them from where this copy "
+                                             "came from: mine has no manifest to fetch it with.")
+
 def test_a_corrupted_source_file_is_named_and_not_kept(sources, tmp_path):
     "A source whose file differs from the manifest: the error names the dataset file and its source path."
     rows = _pick("pacs_art")
@@ -168,3 +197,78 @@ def test_fetch_imports_only_config():
              and (n.module or "").startswith("artstudy.")}
     other = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert ours == {"config"} and "fastai" not in other, (ours, other)
+
+def _mirror_without(repo, mirror, paths):
+    "A bare copy of git repository `repo` that lacks the blobs of `paths` and, like a plain server, cannot filter."
+    subprocess.run(["git", "clone", "-q", "--bare", "--no-local", str(repo), str(mirror)], check=True)
+    assert subprocess.run(["git", "config", "--get", "uploadpack.allowFilter"], cwd=mirror).returncode == 1
+    packs = mirror/"objects"/"pack"
+    for pack in list(packs.glob("*.pack")):                            # every object loose, so that one can be deleted
+        data = pack.read_bytes()
+        for f in packs.glob(pack.stem + ".*"): f.unlink()
+        subprocess.run(["git", "unpack-objects", "-q"], cwd=mirror, input=data, check=True)
+    gone = [subprocess.run(["git", "rev-parse", f"HEAD:{p}"], cwd=mirror, capture_output=True, text=True,
+                           check=True).stdout.strip() for p in paths]
+    for oid in gone: (mirror/"objects"/oid[:2]/oid[2:]).unlink()
+    return gone
+
+def _models_mirror(tmp_path, name, missing):
+    "Real-format manifest rows of `name`, in a mirror that also holds two model files, and lacks the files `missing`."
+    real = json.loads((MANIFESTS/name/"source.json").read_text())
+    rows = _pick(name, 3)
+    files = {r["source"]: _bytes(name, r["path"]) for r in rows} | {"models/vgg.h5": b"h5" * 5000, "models/rn.pth": b"pt" * 5000}
+    _, commit = local_source(tmp_path/"src", files)
+    mirror = tmp_path/"mirror"/f"{real['repository']}.git"
+    gone = _mirror_without(tmp_path/"src", mirror, [p for p in files if p in missing(rows)])
+    _mini_manifest(tmp_path/"man", name, rows, commit, real)
+    return rows, mirror, gone, ["--source", f"{(tmp_path/'mirror').as_uri()}/{{repository}}.git", "--manifests", str(tmp_path/"man")]
+
+def test_a_mirror_that_cannot_filter_and_lacks_files_nobody_needs(tmp_path):
+    "wikiart7's mirror without its two model files, served without filters: only the wanted files are read, in place."
+    rows, mirror, gone, args = _models_mirror(tmp_path, "wikiart7", lambda rows: ["models/vgg.h5", "models/rn.pth"])
+    r = subprocess.run(["git", "clone", "-q", "--bare", "--filter=blob:none", mirror.as_uri(), str(tmp_path/"c")],
+                       capture_output=True, text=True)
+    assert r.returncode and any(f"unable to read {g}" in r.stderr for g in gone)   # what a plain (partial) clone does
+    rc, _, err = _cli("data", "fetch", "wikiart7", "--no-progress", "--keep-cache", "--to", str(tmp_path/"data"), *args)
+    assert rc == 0, err
+    for row in rows: assert (tmp_path/"data"/"wikiart7"/row["path"]).read_bytes() == _bytes("wikiart7", row["path"])
+    cache = next((tmp_path/"data"/".git-cache").iterdir())
+    objects = [p for p in (cache/"objects").rglob("*") if p.is_file() and "info" not in p.parts]
+    assert objects == [], objects                                           # nothing copied from the mirror
+
+def test_a_wanted_file_the_mirror_lacks_is_named(tmp_path):
+    rows, _, gone, args = _models_mirror(tmp_path, "pacs_art", lambda rows: [rows[1]["source"]])
+    rc, _, err = _cli("data", "fetch", "pacs_art", "--no-progress", "--to", str(tmp_path/"data"), *args)
+    assert rc == 1 and f"{rows[1]['path']} ← {rows[1]['source']}: not in" in err and f"blob {gone[0][:12]} is missing" in err, err
+    assert (tmp_path/"data"/".pacs_art.partial"/rows[0]["path"]).is_file()  # the others are kept for a resume
+
+def test_a_server_that_cannot_filter_names_the_cause(tmp_path, monkeypatch):
+    "A remote (git's ext:: transport runs upload-pack as a server would) without filters, lacking an unneeded blob."
+    _, commit = local_source(tmp_path/"src", {"pics/a.jpg": b"A" * 10, "models/big.pth": b"M" * 1000})
+    gone = _mirror_without(tmp_path/"src", tmp_path/"mirror"/"me"/"src.git", ["models/big.pth"])
+    write_manifest(tmp_path/"man", "toy", {"images/x/1.jpg": ("pics/a.jpg", b"A" * 10)}, "me/src", commit)
+    for k, v in dict(GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="protocol.ext.allow", GIT_CONFIG_VALUE_0="always").items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(FetchError) as e:
+        fetch_dataset("toy", to=tmp_path/"data", source=f"ext::git %s {tmp_path}/mirror/{{repository}}.git",
+                      manifests=tmp_path/"man", progress=False, log=lambda s: None)
+    msg = str(e.value)
+    assert f"remote: fatal: unable to read {gone[0]}" in msg, msg          # the line that names the cause, kept
+    assert "cannot filter blobs" in msg and "uploadpack.allowFilter" in msg and "--method https" in msg, msg
+
+@pytest.mark.parametrize("source, method, says", [
+    ("file:///m/{repositry}.git", "git", "unknown placeholder {repositry} (did you mean {repository}?); the valid ones "
+                                         "are {repository}, {owner}, {repo}"),
+    ("file:///m/{owner}/{name}", "git", "unknown placeholder {name}; the valid ones are {repository}, {owner}, {repo}"),
+    ("file:///m/{repository}/{path}", "git", "unknown placeholder {path} ({commit} and {path} are for --method https"),
+    ("file:///m/{repository}/{commit}/{paht}", "https", "{paht} (did you mean {path}?); the valid ones are {repository}, "
+                                                        "{owner}, {repo}, {commit}, {path}"),
+    ("file:///m/{repository}", "https", "has no {path}"),
+    ("file:///m/{repository", "git", "is not a valid template"),
+    ("file:///m/{0}", "git", "unknown placeholder {0}"),
+])
+def test_a_misspelt_placeholder_is_named_with_the_valid_ones(sources, tmp_path, source, method, says):
+    rc, out, err = _cli("data", "fetch", "pacs_art", "--no-progress", "--to", str(tmp_path), "--method", method,
+                        "--source", source, "--manifests", str(sources/"man"))
+    assert rc == 1 and f"error: --source {source!r}" in err and says in err, err
+    assert "missing key" not in err and list(tmp_path.iterdir()) == []     # refused before anything was written

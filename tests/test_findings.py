@@ -157,3 +157,33 @@ def test_every_finding_gets_a_row_and_the_table_a_line_per_row(study):
     assert list(dict.fromkeys(t.finding)) == list(FINDINGS)
     md = findings_markdown(t)
     assert md.count("\n") == len(t) + 1 and "**reproduced**" in md and "**not run**" in md and "nan" not in md.lower()
+
+# ---------------------------------------------------------------- a report that fails: one paragraph, the traceback in a file
+def test_a_failing_report_cell_is_one_paragraph_naming_the_cell_and_a_traceback_file(tmp_path, monkeypatch, capsys):
+    "`python -m artstudy report` on a report notebook whose cell fails: a short message, the full traceback beside the report."
+    import nbformat
+    import artstudy.report as R
+    from artstudy.__main__ import main
+    (tmp_path/"proj"/"nbs"/"experiments").mkdir(parents=True); (tmp_path/"runs"/"s").mkdir(parents=True)
+    (tmp_path/"runs"/"s"/"report.html").write_text("the previous report")
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nb.cells = [nbformat.v4.new_markdown_cell("# Study report"),
+                nbformat.v4.new_code_cell('STUDY = "quick"\nRUNS_DIR = None', metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("from artstudy.findings import decide_findings, get_finding\nx = 1"),
+                nbformat.v4.new_code_cell("y = x + 1\nfinding = get_finding('F3b')\nprint(finding)")]
+    nbformat.write(nb, tmp_path/"proj"/"nbs"/"experiments"/"report.ipynb")
+    monkeypatch.setattr(R, "project_root", lambda: tmp_path/"proj")       # the default report notebook: the failing one
+    assert main(["report", "s", "--runs-dir", str(tmp_path/"runs")]) == 2
+    err = capsys.readouterr().err.strip()
+    log = tmp_path/"runs"/"s"/R.REPORT_ERROR
+    assert err.count("\n") == 0 and len(err) < 600 and "Traceback" not in err and "\x1b" not in err, err
+    assert err.startswith("error: the report notebook") and "cell 4, line 2: `finding = get_finding('F3b')`" in err
+    assert "KeyError" in err and "findings.py:" in err and "get_finding" in err and str(log) in err
+    full = log.read_text()
+    assert "Traceback" in full and "----> 2 finding = get_finding('F3b')" in full and "raise KeyError" in full
+    assert (tmp_path/"runs"/"s"/"report.html").read_text() == "the previous report"
+    assert not [p for p in log.parent.iterdir() if p.name.startswith(".") and p.suffix != ".ipynb"]   # no temp file left
+    # a later render that succeeds removes the stale error file
+    nb.cells = nb.cells[:2] + [nbformat.v4.new_code_cell("print('ok')")]
+    nbformat.write(nb, tmp_path/"proj"/"nbs"/"experiments"/"report.ipynb")
+    assert main(["report", "s", "--runs-dir", str(tmp_path/"runs")]) == 0 and not log.exists()

@@ -31,8 +31,8 @@ def test_expand_grid_ids_params_and_dependency_order(tmp_path):
     cfg = {"study": "quick", "base": {"x": 1.5},
            "grids": [{"name": "double", "notebook": TINY, "seeds": [1, 2],       # listed first, must run last
                       "base": {"init_from": "${run:tiny_metrics-mode_a-s{seed}}/model.pth"}},
-                     {"notebook": TINY, "axes": {"mode": ["off_the_shelf", "mode_a"]}, "seeds": [1, 2],
-                      "runs": [{"id": "scratch", "params": {"mode": "from_scratch"}},
+                     {"notebook": TINY, "axes": {"variant": ["off_the_shelf", "mode_a"]}, "seeds": [1, 2],
+                      "runs": [{"id": "scratch", "params": {"variant": "from_scratch"}},
                                {"id": "from_dict", "params": {"init": {"from_run": "scratch", "path": "init.pth"}}}]}]}
     specs = expand_grid(cfg, runs_dir=tmp_path)
     assert [s.run_id for s in specs] == [   # config order, each run moved after what it depends on
@@ -40,12 +40,12 @@ def test_expand_grid_ids_params_and_dependency_order(tmp_path):
         "tiny_metrics-mode_a-s2", "scratch", "from_dict", "double-s1", "double-s2"]
     by = {s.run_id: s for s in specs}
     assert by["tiny_metrics-mode_a-s2"].params == {
-        "X": 1.5, "MODE": "mode_a", "SEED": 2, "STUDY": "quick", "RUN_ID": "tiny_metrics-mode_a-s2",
+        "X": 1.5, "VARIANT": "mode_a", "SEED": 2, "STUDY": "quick", "RUN_ID": "tiny_metrics-mode_a-s2",
         "RUN_DIR": str(tmp_path/"quick"/"tiny_metrics-mode_a-s2")}
     assert by["double-s2"].depends_on == ["tiny_metrics-mode_a-s2"]
     assert by["double-s2"].params["INIT_FROM"] == str(tmp_path/"quick"/"tiny_metrics-mode_a-s2"/"model.pth")
     assert by["from_dict"].params["INIT"] == str(tmp_path/"quick"/"scratch"/"init.pth")
-    assert by["scratch"].params["MODE"] == "from_scratch" and "SEED" not in by["scratch"].params
+    assert by["scratch"].params["VARIANT"] == "from_scratch" and "SEED" not in by["scratch"].params
     assert by["scratch"].notebook == TINY
     # ids are stable: expanding again gives the same runs
     assert [s.run_id for s in expand_grid(cfg, runs_dir=tmp_path)] == [s.run_id for s in specs]
@@ -74,7 +74,7 @@ def sweep(tmp_path_factory):
     "A 5-run study run twice in-process (2 workers, 2 fake GPUs): one run fails, one depends on it."
     root = tmp_path_factory.mktemp("sweep")
     counter = root/"counter.txt"
-    cfg = {"study": "sweep", "notebook": TINY, "base": {"counter": str(counter)}, "axes": {"mode": ["a", "b"]},
+    cfg = {"study": "sweep", "notebook": TINY, "base": {"counter": str(counter)}, "axes": {"variant": ["a", "b"]},
            "seeds": [1],
            "runs": [{"id": "fail", "params": {"fail": True}},
                     {"id": "after_fail", "params": {"init_from": {"from_run": "fail", "path": "model.pth"}}},
@@ -127,7 +127,7 @@ def test_runs_see_run_folder_cwd_pinned_gpus_and_malloc_env(sweep):
 
 def test_params_json_has_provenance(sweep):
     p = json.loads((sweep["study"]/"tiny_metrics-b-s1"/"params.json").read_text())
-    assert p["run_id"] == "tiny_metrics-b-s1" and p["params"]["MODE"] == "b" and p["params"]["SEED"] == 1
+    assert p["run_id"] == "tiny_metrics-b-s1" and p["params"]["VARIANT"] == "b" and p["params"]["SEED"] == 1
     assert p["group"] == "tiny_metrics"   # the grid it came from, which the report groups by
     assert "git_commit" in p and p["versions"]["papermill"]
 
@@ -143,8 +143,8 @@ def test_collect_builds_the_table(sweep):
     assert (df.study == "sweep").all()
     assert df.set_index("run_id").score.to_dict() == {"after_a": 10.0, "tiny_metrics-a-s1": 11.0,
                                                       "tiny_metrics-b-s1": 11.0}
-    assert df.set_index("run_id")["detail.mode"].to_dict()["tiny_metrics-b-s1"] == "b"
-    assert df.param_mode.tolist()[1:] == ["a", "b"] and pd.isna(df.param_mode.iloc[0])  # after_a has no MODE
+    assert df.set_index("run_id")["detail.variant"].to_dict()["tiny_metrics-b-s1"] == "b"
+    assert df.param_variant.tolist()[1:] == ["a", "b"] and pd.isna(df.param_variant.iloc[0])  # after_a has no VARIANT
     assert not {"param_run_dir", "param_study", "param_run_id"} & set(df.columns)
     assert {u["run_id"]: u["state"] for u in df.attrs["unfinished"]} == {"fail": "failed", "after_fail": "pending"}
     back = pd.read_csv(sweep["study"]/"results.csv")
@@ -196,7 +196,7 @@ def test_killed_run_is_redone_on_resume_and_cli_exits_nonzero(tmp_path):
     assert sorted(pd.read_csv(study/"results.csv").run_id) == ["quick1", "quick2", "sleeper"]
 
 def test_cli_dry_run_lists_runs_and_executes_nothing(tmp_path):
-    cfg = _write_yaml(tmp_path/"dry.yaml", {"study": "dry", "notebook": TINY, "axes": {"mode": ["a", "b"]},
+    cfg = _write_yaml(tmp_path/"dry.yaml", {"study": "dry", "notebook": TINY, "axes": {"variant": ["a", "b"]},
                                            "seeds": [1, 2]})
     p = _cli("run", str(cfg), "--dry-run", "--runs-dir", str(tmp_path/"runs"))
     out, _ = p.communicate(timeout=120)
@@ -214,15 +214,15 @@ def test_ray_missing_gives_install_hint(tmp_path, monkeypatch):
 
 def test_ray_executor_matches_local(tmp_path):
     ray = pytest.importorskip("ray")
-    cfg = {"study": "cmp", "notebook": TINY, "axes": {"mode": ["b"]}, "base": {"x": 2.0},
-           "runs": [{"id": "after_b", "params": {"mode": "c", "init_from": "${run:tiny_metrics-b}/model.pth"}}]}
+    cfg = {"study": "cmp", "notebook": TINY, "axes": {"variant": ["b"]}, "base": {"x": 2.0},
+           "runs": [{"id": "after_b", "params": {"variant": "c", "init_from": "${run:tiny_metrics-b}/model.pth"}}]}
     local = run_study(cfg, workers=2, runs_dir=tmp_path/"local", progress=False)
     assert (local.status == "done").all(), local
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try: remote = run_study(cfg, executor="ray", runs_dir=tmp_path/"ray", progress=False)
     finally: ray.shutdown()
     assert remote.status.tolist() == local.status.tolist()
-    cols = ["run_id", "study", "param_mode", "param_x", "score", "src_score", "lr", "detail.mode", "cwd_is_run_dir"]
+    cols = ["run_id", "study", "param_variant", "param_x", "score", "src_score", "lr", "detail.variant", "cwd_is_run_dir"]
     a = collect(tmp_path/"local"/"cmp", verbose=False)[cols]
     b = collect(tmp_path/"ray"/"cmp", verbose=False)[cols]
     pd.testing.assert_frame_equal(a, b)

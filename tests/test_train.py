@@ -163,13 +163,15 @@ def test_double_from_another_architecture_fails_clearly(tmp_path):
         train_run(TINY, run_dir=tmp_path/"dst", mode="double", init_from=str(tmp_path/"src"), backbone="resnet50")
 
 @pytest.mark.parametrize("bad,msg", [(dict(mode="mode_c"), "mode_a"), (dict(mode="double"), "init_from"),
-                                     (dict(epoch=3), "unknown run parameter.*did you mean 'epochs'"),
+                                     (dict(epoch=3), "unknown parameter 'epoch' .did you mean 'epochs'"),
                                      (dict(uncertainty=True), "multi-task runs only"), (dict(tasks=[]), "tasks is empty"),
-                                     (dict(frac=1.5), "frac must be a fraction"), (dict(eval_splits=["tset"]), "are not splits"), (dict(label="no_such"), "no_such"),
-                                     (dict(epochs=0), "epochs must be a whole number ≥ 1"),
-                                     (dict(n_per_class=-3), "n_per_class must be a whole number ≥ 1"),
-                                     (dict(patience=0), "patience must be a whole number ≥ 1"),
-                                     (dict(head_fit="lbfgs"), "head_fit must be 'sgd' or 'logreg'"),
+                                     (dict(frac=1.5), "frac: Input should be less than or equal to 1"),
+                                     (dict(eval_splits=["tset"]), r"eval_splits\[0\]: Input should be 'train', 'valid' or 'test'"),
+                                     (dict(label="no_such"), "no_such"),
+                                     (dict(epochs=0), "epochs: Input should be greater than or equal to 1, got 0"),
+                                     (dict(n_per_class=-3), "n_per_class: Input should be greater than or equal to 1, got -3"),
+                                     (dict(patience=0), "patience: Input should be greater than or equal to 1"),
+                                     (dict(head_fit="lbfgs"), "head_fit: Input should be 'sgd' or 'logreg'"),
                                      (dict(head_fit="logreg"), "mode='off_the_shelf'")])
 def test_bad_run_parameters_fail_before_training(tmp_path, bad, msg):
     with pytest.raises(Exception, match=msg): train_run(TINY, run_dir=tmp_path, **bad)
