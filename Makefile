@@ -88,9 +88,12 @@ clean-runs:
 
 # Filter explorer: nbs/explore.ipynb as a Voilà app, on 127.0.0.1 only. EXPLORE_PORT=8866 by default.
 EXPLORE_PORT ?= 8866
+# EXPLORE_STUDY=<study> opens that study's runs (e.g. a battery's; default: the quick study). Voilà's arguments are
+# artstudy.explorer.VOILA_ARGS (a preheated kernel: later opens in a few seconds).
 explore: install
 	@test -x $(BIN)/voila || $(PY) -m pip install -q -e ".[explorer]"
-	$(BIN)/voila nbs/explore.ipynb --no-browser --port=$(EXPLORE_PORT) --Voila.ip=127.0.0.1 --Voila.port_retries=0
+	$(if $(EXPLORE_STUDY),ARTSTUDY_EXPLORE_RUNS="$$($(PY) -c 'from artstudy.config import runs_dir; print(runs_dir()/"$(EXPLORE_STUDY)")')") \
+	  eval "$(BIN)/voila nbs/explore.ipynb --port=$(EXPLORE_PORT) $$($(PY) -c 'import shlex; from artstudy.explorer import VOILA_ARGS; print(shlex.join(VOILA_ARGS))')"
 
 # Read and rerun the notebooks: JupyterLab on 127.0.0.1 only (with a token), opening nbs/, with the kernel
 # `make install` registers ("Python 3 (artstudy)"): JUPYTER_PATH puts this venv's kernels before any in ~/.local.

@@ -196,6 +196,7 @@ def cmd_battery(args) -> int:
     if f := out.get("report"):
         if (fc := f.parent/"findings.csv").is_file(): print(fc.read_text())
         print(f"report: {f}")
+        print(f"explorer: make explore EXPLORE_STUDY={out['study']}   (prepared: {len(out.get('explorer', []))} run(s))")
     from artstudy.runs import FAILED
     return 1 if out["runs"].status.isin(FAILED).any() else 0
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np, torch
 
 # %% auto #0
-__all__ = ['DEFAULTS', 'STAGED_METRICS', 'METRICS', 'CHECKPOINTS', 'GPU_PEAK_MB', 'HEADLINES', 'PREDICTIONS', 'STUDY_PACKAGES',
-           'FAST_CPU_ENV', 'find_settings', 'project_root', 'settings', 'get_setting', 'data_roots', 'dataset_path',
-           'data_root', 'runs_dir', 'cache_dir', 'seed_everything', 'default_device', 'atomic_path',
+__all__ = ['COLLECTION_LINK', 'DEFAULTS', 'STAGED_METRICS', 'METRICS', 'CHECKPOINTS', 'GPU_PEAK_MB', 'HEADLINES', 'PREDICTIONS',
+           'STUDY_PACKAGES', 'FAST_CPU_ENV', 'find_settings', 'project_root', 'settings', 'get_setting', 'data_roots',
+           'dataset_path', 'data_root', 'runs_dir', 'cache_dir', 'seed_everything', 'default_device', 'atomic_path',
            'atomic_write_text', 'atomic_write_json', 'atomic_save', 'read_json', 'RunFolder', 'sha256_file',
            'checkpoint_digests', 'checkpoint_problem', 'check_checkpoint', 'stage_metrics', 'finish_run',
            'metrics_problem', 'run_problem', 'files_digest', 'run_predictions', 'error_list', 'strip_ansi', 'is_whole',
@@ -25,6 +25,8 @@ __all__ = ['DEFAULTS', 'STAGED_METRICS', 'METRICS', 'CHECKPOINTS', 'GPU_PEAK_MB'
            'interactive']
 
 # %% ../nbs/00_config.ipynb #10b0bc11
+COLLECTION_LINK = "files"   # in a battery's view of a collection (runs/<study>/_collection), the link to its images
+
 DEFAULTS = dict(data_root="", runs_dir="runs", cache_dir=".cache", backbone="efficientnet_lite0", image_size=128,
                 batch_size=32, seed=42, seeds="1 2 3", num_workers=2, channels_last=True)
 

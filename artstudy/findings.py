@@ -15,6 +15,7 @@ jackknife over image groups; confirmatory rows are Holm-adjusted as one family. 
 # %% ../nbs/09b_findings.ipynb #be76102a
 from __future__ import annotations
 import difflib, fnmatch, re
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable
 import numpy as np, pandas as pd
@@ -26,7 +27,7 @@ from .compare import LAYER_COLUMNS as LC, LAYER_KEYS
 __all__ = ['FINDINGS', 'ROW_COLUMNS', 'Finding', 'register_finding', 'list_findings', 'get_finding', 'select', 'per_seed',
            'paired', 'per_image', 'accuracy_row', 'layer_row', 'gradient', 'configs_with', 'missing_grids',
            'decide_finding', 'decide_findings', 'all_rows', 'at_least', 'claim_verdicts', 'decision_cost',
-           'best_rate_row', 'format_row', 'findings_markdown', 'claims_markdown']
+           'data_condition', 'best_rate_row', 'format_row', 'findings_markdown', 'claims_markdown']
 
 # %% ../nbs/09b_findings.ipynb #21cacd8a
 @dataclass(frozen=True)
@@ -305,19 +306,30 @@ def decision_cost(table:pd.DataFrame, power:float=0.8) -> pd.DataFrame:
 _ACC = dict(margin=3.0)   # accuracy: per-seed top-1 moves by a few points between CPU types; no verdict may rest on less
 _PILOT_WIKIART = "previous quick study (commit 18459d8): seed sd from its 95% CI at n = 3; test-image se for ~30% of the 1,260 test images decided differently (binomial)"
 
+def data_condition(runs:pd.DataFrame) -> str:
+    "The data of `runs` as a reader knows them: dataset (a battery's collection by its folder's name) and label column."
+    names = sorted({_dataset_name(v) for v in _column(runs, "dataset").dropna()})
+    labels = sorted({str(v) for v in _column(runs, "label").dropna()})
+    return " ".join([", ".join(names)] + labels).strip() or "the study's data"
+
+def _dataset_name(v) -> str:
+    from .config import COLLECTION_LINK
+    p = Path(str(v))
+    return (p/COLLECTION_LINK).resolve().name if (p/COLLECTION_LINK).is_symlink() else p.name
+
 @register_finding("F1", "Fine-tuning (Mode A) beats off-the-shelf ImageNet features with a linear classifier fit to convergence",
                   "Gonthier et al. 2020; Sabatelli et al. 2018", grids=("transfer_modes", "off_the_shelf"), converged=True,
                   pilot=dict(sd=1.6, se_shared=1.5, source=_PILOT_WIKIART), **_ACC)
 def _f1(results, layers, jackknife):
-    return [accuracy_row(select(results, "transfer_modes", mode="mode_a"), select(results, "off_the_shelf"), "wikiart7 style",
-                         "Mode A vs the logistic head refit on the same seed's images")]
+    a, b = select(results, "transfer_modes", mode="mode_a"), select(results, "off_the_shelf")
+    return [accuracy_row(a, b, data_condition(a), "Mode A vs the logistic head refit on the same seed's images")]
 
 @register_finding("F2", "ImageNet initialisation beats training from scratch, at the same training budget",
                   "Gonthier et al. 2020; Sabatelli et al. 2018", grids=("transfer_modes",),
                   pilot=dict(sd=2.6, se_shared=1.8, source=_PILOT_WIKIART.replace("~30%", "~40%")), **_ACC)
 def _f2(results, layers, jackknife):
     tm = select(results, "transfer_modes")
-    return [accuracy_row(select(tm, mode="mode_a"), select(tm, mode="from_scratch"), "wikiart7 style", "Mode A vs from scratch, same images and epochs")]
+    return [accuracy_row(select(tm, mode="mode_a"), select(tm, mode="from_scratch"), data_condition(tm), "Mode A vs from scratch, same images and epochs")]
 
 # %% ../nbs/09b_findings.ipynb #d2c6e7f8
 _PILOT_LAYERS = "previous quick study (commit 18459d8): sd of the per-seed contrast against 0 at n = 3; its image component was not measured then (0 here)"
@@ -330,6 +342,15 @@ def _minutes_of(results:pd.DataFrame, pairs) -> float:
     runs = [select(results, "transfer_modes", mode=m) for m in modes] + [select(results, "analysis", pair=p) for p in pairs]
     return _minutes(*runs, seeds=set(_column(runs[-1], "seed").dropna()))
 
+def _analysed(results:pd.DataFrame, pair:str) -> str:
+    "What the analyses of `pair` looked at: the model, the dataset, its split and the number of images."
+    mode = pair.rsplit("_vs_", 1)[-1]
+    model, d = {"mode_a": "Mode A", "mode_b": "Mode B"}.get(mode, mode), select(results, "analysis", pair=pair)
+    n = pd.to_numeric(_column(d, "n_images"), errors="coerce").dropna()
+    split = ", ".join(sorted({str(v) for v in _column(d, "split").dropna()}))
+    return (f"{model}, {data_condition(d)} {split}".strip(", ") +
+            (f", {int(n.iloc[0]):,} images" if len(n) and n.nunique() == 1 else ""))
+
 def _learned(t:pd.DataFrame, col:str=LC.cka, ref:str=LC.cka_a_rand, top:int=3) -> float:
     "Depth gradient of `col` (lowest three layers minus the top `top`) minus that of the matched random change `ref`."
     g = lambda c: _low(t, c) - _top(t, c, top)
@@ -340,7 +361,7 @@ def _learned(t:pd.DataFrame, col:str=LC.cka, ref:str=LC.cka_a_rand, top:int=3) -
                   pilot=dict(sd=0.059, se_shared=0., source=_PILOT_LAYERS))
 def _f3(results, layers, jackknife):
     raw = [gradient(t, LC.cka) for t in _pair_tables(layers, _MA).values()]
-    return [{**layer_row(layers, jackknife, _MA, _learned, "Mode A, wikiart7 valid, 1,260 images", unit="CKA",
+    return [{**layer_row(layers, jackknife, _MA, _learned, _analysed(results, _MA), unit="CKA",
                          evidence=f"raw gradient against 0 (descriptive) {np.round(raw, 3).tolist()}"), "minutes_per_seed": _minutes_of(results, (_MA,))}]
 
 @register_finding("F4", "Some upper filters specialise: their top-k images change more than those of low layers, more than under a random change of the same size",
@@ -349,7 +370,7 @@ def _f3(results, layers, jackknife):
 def _f4(results, layers, jackknife):
     chance = [float(t[LC.overlap_chance].iloc[-1]) for t in _pair_tables(layers, _MA).values() if LC.overlap_chance in t]
     return [{**layer_row(layers, jackknife, _MA, lambda t: _learned(t, LC.overlap_mean, LC.overlap_a_rand, top=1),
-                         "Mode A, wikiart7 valid, 1,260 images", unit="overlap",
+                         _analysed(results, _MA), unit="overlap",
                          evidence=f"top-layer overlap vs chance k/N {np.round(np.mean(chance), 3) if chance else '–'} (descriptive)"),
              "minutes_per_seed": _minutes_of(results, (_MA,))}]
 

@@ -291,7 +291,8 @@ def train_run(params:dict|RunConfig|None=None, run_dir=None, **kwargs) -> dict:
     save_checkpoint(model, rf.model, **meta)
     reports, preds = heads.score_splits(model, stats, dev, feats)
     epochs_run = 0 if isinstance(best, ProbeFit) else len(hist.rows)   # a probe runs no epochs
-    metrics = {**run_summary(c, best, train_s, counts.get("train", 0), epochs_run), **heads.scores(reports, learn),
+    metrics = {**run_summary(c, best, train_s, counts.get("train", 0), epochs_run), "label": "+".join(c.tasks) if c.multi else ds.label,
+               **heads.scores(reports, learn),
                "reports": reports, PREDICTIONS: preds}
     return stage_metrics(rf.path, metrics)   # with the checkpoints' digests; the notebook's last cell promotes it
 

@@ -22,7 +22,7 @@ is shared, so read the numbers with it. Prints `{"skipped": reason}` without Chr
 """
 import argparse, fnmatch, os, shutil, statistics, sys, tempfile, time
 from pathlib import Path
-from _common import ROOT, OUT, emit, loadavg, machine
+from _common import ROOT, emit, loadavg, machine
 
 sys.path.insert(0, str(ROOT / "tests"))
 from _browser import CHROMIUM, browser_missing, free_port, open_explorer, stop, voila, wait_http
@@ -97,10 +97,12 @@ def main():
         os.environ["ARTSTUDY_CACHE_DIR"] = env["ARTSTUDY_CACHE_DIR"]   # prepare_explorer's thumbnails, where the kernel reads them
         t = time.perf_counter(); prep = prepare_explorer(study); prep_s = time.perf_counter() - t
         t = time.perf_counter(); again = prepare_explorer(study); again_s = time.perf_counter() - t
+        counts = lambda df: {k: int(v) for k, v in df.state.value_counts().items()}
+        bad = prep[prep.state == "failed"]
         res = dict(bench="explorer_open", study=str(src), runs=names, voila_args=list(VOILA_ARGS), targets=TARGETS,
-                   prepare=dict(seconds=round(prep_s, 1), second_call_s=round(again_s, 2), states={k: int(v) for k, v in prep.state.value_counts().items()},
-                                second_call_states={k: int(v) for k, v in again.state.value_counts().items()},
-                                per_run_s={r: round(float(s), 1) for r, s in zip(prep.run, prep.seconds)}, failed=dict(zip(prep.run[prep.state == "failed"], prep.error[prep.state == "failed"]))))
+                   prepare=dict(seconds=round(prep_s, 1), second_call_s=round(again_s, 2), states=counts(prep),
+                                second_call_states=counts(again), failed=dict(zip(bad.run, bad.error)),
+                                per_run_s={r: round(float(s), 1) for r, s in zip(prep.run, prep.seconds)}))
         res["preheated"] = measure(study, env, tmp / "voila.log", a.later, a.gap)
         res.update(first_open_s=res["preheated"]["first_open_s"], later_open_s=res["preheated"]["later_open_s"])
         if a.plain: res["plain"] = measure(study, env, tmp / "voila-plain.log", a.later, 2, "--preheat_kernel=False")

@@ -86,3 +86,29 @@ def test_the_cli_refuses_a_collection_of_one_usable_class(tmp_path):
     with contextlib.redirect_stderr(buf), contextlib.redirect_stdout(io.StringIO()):
         rc = main(["battery", str(src), "--runs-dir", str(tmp_path/"runs"), "--dry-run"])
     assert rc == 2 and "the battery needs two or more" in buf.getvalue() and "grey" in buf.getvalue(), buf.getvalue()
+
+def test_the_explorer_opens_on_the_batterys_runs_without_computing(done, tmp_path):
+    "The battery prepared the explorer: served by Voilà as `make explore EXPLORE_STUDY=<study>` serves it, it opens on the first try from the cache."
+    import os, sys
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _browser import CHROMIUM, browser_missing, explorer_state, free_port, open_explorer, served_env, stop, voila, wait_http
+    if (why := browser_missing()) or not (Path(sys.executable).parent/"voila").exists(): pytest.skip(why or "voila is not installed")
+    from playwright.sync_api import expect, sync_playwright
+    prep = done["out"]["explorer"]
+    trained = [r for r in done["out"]["folder"].iterdir() if (r/"model.pth").is_file() and (r/"init.pth").is_file()]
+    assert len(prep) == len(trained) > 0 and set(prep.state) == {"computed"}, prep[["run", "state", "error"]]
+    env = {**served_env(tmp_path, done["out"]["folder"]), "ARTSTUDY_CACHE_DIR": os.environ["ARTSTUDY_CACHE_DIR"],
+           "ARTSTUDY_RUNS_DIR": str(done["runs"])}
+    port, log = free_port(), tmp_path/"voila.log"
+    with open(log, "w") as out:
+        p = voila(port, env, out)
+        try:
+            wait_http(f"http://127.0.0.1:{port}/favicon.ico", p, log)
+            with sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+                try:
+                    page, errs, secs = open_explorer(browser, f"http://127.0.0.1:{port}")
+                    expect(page.locator(".explorer-status")).to_contain_text("analysis read from the cache")
+                    assert "ref=BN control" in explorer_state(page)
+                finally: browser.close()
+        finally: stop(p)

@@ -22,8 +22,9 @@ def _study(effects:dict, seeds=SEEDS, n_images=N_IMAGES, seed=0) -> pd.DataFrame
     return df
 
 P = lambda **kw: tuple(kw.items())
-TRUTH = {("transfer_modes", P(mode="mode_a")): .05, ("transfer_modes", P(mode="from_scratch")): -.20,
-         ("off_the_shelf", P(mode="off_the_shelf")): 0., ("source", P(mode="fastai")): 0.,
+W = dict(dataset="wikiart7", label="style")   # the condition of F1 and F2 is read from the runs' data
+TRUTH = {("transfer_modes", P(mode="mode_a", **W)): .05, ("transfer_modes", P(mode="from_scratch", **W)): -.20,
+         ("off_the_shelf", P(mode="off_the_shelf", **W)): 0., ("source", P(mode="fastai")): 0.,
          ("double_finetune", P(source_name="imagenet", n_per_class=10, mode="mode_a", dataset="pacs_art")): 0.,
          ("double_finetune", P(source_name="wikiart7", n_per_class=10, mode="double", dataset="pacs_art")): 0.,
          ("double_finetune", P(source_name="imagenet", n_per_class=30, mode="mode_a", dataset="pacs_art")): 0.,
