@@ -542,9 +542,17 @@ class FilterExplorer:
         self.cmp = dict(dataset=dataset, k=k, n_images=n_images, split=split, size=size, **(compare_kwargs or {}))
         self.fv_kwargs, self.n_show, self.thumb, self.export_dir = {**FEATVIS_DEFAULTS, **(featvis or {})}, n_show, thumb, Path(export_dir)
         self._models, self._keys, self._res, self._fv, self.timings, self.threads = {}, {}, {}, {}, {}, threads
-        names = list(self.runs)
-        first = run if run in self.runs else names[-1]
-        self.run_w = W.Dropdown(options=names, value=first, description="run")
+        self._controls(run if run in self.runs else list(self.runs)[-1], reference, by, auto_render)
+        names = ("metric", "featvis", "topk", "classes", "metrics", "saliency")
+        self.figures, self._slots = {}, {n: W.Box() for n in names}   # filled by `update`
+        self._busy, self._retired, self._tables = False, [], {}
+        self._load(layer)
+        self._wire()
+        self.widget = self._layout()
+
+    def _controls(self, first:str, reference:str, by:str, auto_render:bool):
+        "The widgets a person uses: run, reference, layer, sort, rank, render, saliency and export, and the two labels."
+        self.run_w = W.Dropdown(options=list(self.runs), value=first, description="run")
         self.ref_w = W.Dropdown(options=self._ref_options(first), value=reference if reference in REFERENCES else str(reference),
                                 description="reference")
         self.layer_w = W.Dropdown(description="layer")
@@ -558,10 +566,9 @@ class FilterExplorer:
         self.export_b = W.Button(description="Export", icon="download")
         self.state = W.Label().add_class("explorer-state")
         self.status = W.Label().add_class("explorer-status")
-        names = ("metric", "featvis", "topk", "classes", "metrics", "saliency")
-        self.figures, self._slots = {}, {n: W.Box() for n in names}   # filled by `update`
-        self._busy, self._retired, self._tables = False, [], {}
-        self._load(layer)
+
+    def _wire(self):
+        "What each control does when it changes or is clicked."
         self.run_w.observe(self._on_run, "value"); self.ref_w.observe(self._on_ref, "value")
         self.layer_w.observe(self._on_layer, "value"); self.sort_w.observe(self._on_sort, "value")
         self.rank_w.observe(lambda ch: self.update(), "value")
@@ -569,8 +576,11 @@ class FilterExplorer:
         self.render_b.on_click(lambda b: self.render_featvis())
         self.sal_b.on_click(lambda b: self.show_saliency())
         self.export_b.on_click(lambda b: self.export(self.path_w.value or None))
+
+    def _layout(self) -> W.VBox:
+        "Controls above the figures: metric, feature visualisations beside the channel's metrics, top-k, classes, saliency."
         F = self._slots
-        self.widget = W.VBox([
+        return W.VBox([
             W.HBox([self.run_w, self.ref_w, self.layer_w]), W.HBox([self.sort_w, self.rank_w, self.state]),
             F["metric"], W.HBox([W.VBox([W.HBox([self.render_b, self.auto_w]), F["featvis"]]), F["metrics"]]),
             F["topk"], F["classes"], W.HBox([self.image_w, self.sal_b]), F["saliency"],
